@@ -585,12 +585,12 @@ class History:
     def _audit(
         self, by: int | None = None, setting: str = WITHDRAWAL_AUDITED_AS
     ) -> store.WithdrawalAudit | None:
-        """A moderator's withdrawal (a post deleted; not a result Easel withheld) is audited
-        as ``by``'s, the moderator Easel knows did it (a Delete click, a command), else as
-        Easel's doing, as a ban's cancels are (``bot.bans``): no member's name, since Discord
-        does not say who deleted a message; with how many jobs, how many of them were
-        unfinished (stopped and refunded now, or by the start gate after a crash), and which
-        (None: neither known, before Easel is ready)."""
+        """A withdrawal (a post deleted, a moderator's command, or a result Easel withheld:
+        ``setting``) is audited as ``by``'s, the moderator Easel knows did it (a Delete click,
+        a command), else as Easel's doing, as a ban's cancels are (``bot.bans``): no member's
+        name, since Discord does not say who deleted a message; with how many jobs, how many
+        of them were unfinished (stopped and refunded now, or by the start gate after a crash),
+        and which (None: neither known, before Easel is ready)."""
         actor = self.easel_id if by is None else by
         if actor is None:
             return None

@@ -50,6 +50,7 @@ from inference.infotext import (
 )
 from inference.limits import DEFAULT_CLIP_SKIP, MAX_CLIP_SKIP, MAX_COUNT, between
 from inference.metadata import latent_channels_of
+from inference.model_list import models_without_embeddings
 from inference.prompts import PromptError, WildcardLibrary, build_plan, extract_extra_networks
 from inference.prompts.chaos import MAX_CHAOS
 from inference.prompts.extra_networks import without_unknown_loras
@@ -998,10 +999,6 @@ def installed_in(
     Model hashes are read lazily (the registry caches them), so call the import off the
     event loop; without ``wait_for_hashes`` a hash not known yet is read in the background
     instead (a member's request: seconds per checkpoint)."""
-    # Here, not at the top: the listing's GGUF reader names torch (typing only, and inside
-    # functions), and this module is imported by request and policy code kept free of it.
-    from inference.model_list import models_without_embeddings
-
     short_hash = registry.short_hash if wait_for_hashes else registry.recalled_short_hash
     file_hash = file_sha256 if wait_for_hashes else recalled_file_sha256
     models = registry.names()

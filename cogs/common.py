@@ -534,13 +534,13 @@ async def check_preset_takes(
 
 
 async def check_family_here(
-    services: Services, request: RenderRequest, guild_id: int | None, *, vae: bool = False
+    services: Services, request: RenderRequest, guild_id: int | None
 ) -> None:
     """``check_family_takes`` of ``request`` where ``guild_id``'s default model and list of
     allowed models apply, its header read on a thread."""
     default_model = await services.guild_policy.default_model_where(guild_id)
     allowed = await allowed_models_where(services, guild_id)
-    await asyncio.to_thread(check_family_takes, services, request, default_model, allowed, vae=vae)
+    await asyncio.to_thread(check_family_takes, services, request, default_model, allowed)
 
 
 async def _model_unavailable(services: Services, model: str, guild_id: int | None) -> UserError:

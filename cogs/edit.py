@@ -148,7 +148,8 @@ def picture_in(message: discord.Message) -> discord.Attachment:
 
 
 async def _renderers_here(interaction: discord.Interaction[Any]) -> PictureRenderers:
-    """The models and VAEs a picture's own settings may name here."""
+    """The models, VAEs and flow-family models a picture's own settings may name here
+    (``picture_renderers_in``)."""
     return await picture_renderers_in(services_of(interaction), interaction.guild_id)
 
 

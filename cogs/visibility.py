@@ -439,8 +439,8 @@ async def made_age_restricted(
     too, unless not ``hidden_is_restricted``: then ``HiddenFromEasel`` is raised (a job
     journaled as made outside one may go to its maker's direct messages, as neither /show nor
     its buttons bring it back there), unless the thread's channel (``thread_parent_id``,
-    journaled at submit) is age-restricted now or hidden from Easel too (Discord does not show
-    Easel such a channel's flag). Raises one of ``CHANNEL_CHECK_FAILED`` when Discord does
+    journaled at submit) is age-restricted now, gone, or hidden from Easel too (Discord does
+    not show Easel such a channel's flag). Raises one of ``CHANNEL_CHECK_FAILED`` when Discord does
     not answer what it is (within ``timeout_s`` each time: by default /show's, which answers
     within Discord's 3 s); a job journaled as age-restricted asks Discord nothing, nor one
     whose channel an earlier check of the same command ``fetched``."""

@@ -52,7 +52,8 @@ MODERATOR_WITHDRAWAL_AUDITED_AS = "jobs withdrawn by a moderator"
 
 @dataclass(frozen=True)
 class WithdrawalAudit:
-    """The audit row of a moderator's withdrawal, written in its transaction (a crash
+    """The audit row of a moderator's withdrawal or of a result Easel withheld
+    (``bot.history.WITHHELD_AUDITED_AS``), written in its transaction (a crash
     between them would lose the row: nothing replays it): by ``user_id`` (Easel: Discord does
     not say who deleted a post), under ``setting``, reading ``describe(what it took)``."""
 

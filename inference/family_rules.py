@@ -101,8 +101,8 @@ def check_flow_request(label: str, request: RenderRequest) -> None:
 def flow_prompt_refusal(label: str, plan: PromptPlan) -> RenderInputError | None:
     """What the flow-matching family ``label`` cannot read of ``plan`` (the prompt's, over the
     request's steps), refused; None: nothing. T5 and CLIP read one plain text, so no ``AND``
-    parts and no text that changes over the steps (prompt editing, alternation), in the
-    negative prompt neither."""
+    parts in the prompt, and no text that changes over the steps (prompt editing,
+    alternation) in it or in the negative prompt."""
     if len(plan.subprompts) > 1:
         return flow_refusal(label, "AND (composable prompts)")
     if any(len(part.schedule) > 1 for part in (plan.subprompts[0], plan.negative)):

@@ -50,7 +50,7 @@ def restore(backup: Path, settings: Settings) -> str:
     # file is the earlier database's only copy until it is in place.
     swapping = backup.resolve() == replaced.resolve()
     try:
-        if replaced.exists() and backup.resolve() != replaced.resolve():
+        if replaced.exists() and not swapping:
             # The only copy of what an earlier restore replaced: never written over.
             raise RestoreRefused(
                 f"an earlier restore's copy {replaced} ({_held_text(jobs_held(replaced))}) is "
@@ -70,7 +70,10 @@ def restore(backup: Path, settings: Settings) -> str:
             try:
                 unread = _keep_copy_whole(database, replaced)
             except OSError as error:
-                left = f"; {replaced} is as it was" if replaced.exists() else ""
+                if not swapping:  # no earlier restore's copy: one half made is no copy
+                    for path in (replaced, *(Path(f"{replaced}{x}") for x in BESIDE_A_DATABASE)):
+                        path.unlink(missing_ok=True)
+                left = f"; {replaced} is as it was" if swapping else ""
                 raise RestoreRefused(
                     f"no copy of {database} could be kept as {replaced} ({error}); nothing "
                     f"replaced{left}"
@@ -90,6 +93,8 @@ def restore(backup: Path, settings: Settings) -> str:
         staged.replace(database)
     finally:
         if swapping and staged.exists():
+            for suffix in BESIDE_A_DATABASE:  # staged took them in: one left is the live one's
+                Path(f"{replaced}{suffix}").unlink(missing_ok=True)
             staged.replace(replaced)  # cut short: the earlier database back where it was
         staged.unlink(missing_ok=True)
         lock.release()

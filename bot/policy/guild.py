@@ -439,8 +439,8 @@ class GuildPolicy:
         )
 
     async def unfinished_outside(self, guild_id: int, channel_id: int) -> int:
-        """How many of the server's jobs are queued or running outside ``channel_id`` (its
-        threads counted as outside)."""
+        """How many of the server's jobs are queued or running outside ``channel_id`` and its
+        threads (a thread's job journaled before 0041, its channel unknown, counted)."""
         return await journal.unfinished_outside(self._conn, guild_id, channel_id)
 
     async def quota_overrides(self, guild_id: int) -> list[StoredOverride]:

@@ -66,11 +66,11 @@ class MemberSettings:
         Private results asked for cover the member's jobs not delivered yet too, in the same
         transaction (``make_undelivered_private``); turned off, they leave those private."""
         base = UserSettings() if clear else await store.get(self._conn, user_id)
-        fresh = UserSettings()
-        base = dataclasses.replace(
-            base,
-            **{name: getattr(fresh, name) for name in back_to_default},
-        )
+        if back_to_default:
+            fresh = UserSettings()
+            base = dataclasses.replace(
+                base, **{name: getattr(fresh, name) for name in back_to_default}
+            )
         given = {name: value for name, value in changes.items() if value is not None}
         # Only the values changed are checked: one saved before such values were checked is
         # refused where it is used, naming where it is kept (``refused_as_saved``), and

@@ -244,7 +244,7 @@ _operator_build = threading.Lock()
 def operator_matcher(banned: frozenset[str]) -> _Matcher | None:
     """The matcher of the operator's words (``EASEL_BANNED_WORDS_FILE``), built once and kept:
     the start builds it ahead of the first prompt, which finds it kept. Blocking (20,000
-    words: about a second): at the start, on a thread of its own."""
+    words: about 1.5 s): at the start, on a thread of its own."""
     with _operator_build:
         return _operator_matcher_for(banned)
 

@@ -187,6 +187,11 @@ def plan_request(
             # render reads (``flow_prompt_refusal``), before anything is queued.
             label = None if flow_label is None or model is None else flow_label(model)
             for name, prompt, steps, first_pass_steps in _prompts_planned(picture):
+                applies = _applies_loras(picture, name)
+                # A flow pass reads its prompt once a step, whatever its sampler.
+                calls = 1 if label else calls_per_step(picture.sampler, picture.schedule_type)
+                # The prompt its model renders over the request's steps, as the engine reads it.
+                flow_read = label if applies and first_pass_steps is None else None
                 for index in range(picture.count):
                     plan = build_plan(
                         _with_chaos(picture, prompt, _picture_seed(picture, index))
@@ -196,19 +201,13 @@ def plan_request(
                         seed=_picture_seed(picture, index),
                         steps=steps,
                         first_pass_steps=first_pass_steps,
-                        # A flow pass reads its prompt once a step, whatever its sampler.
-                        calls_per_step=1
-                        if label
-                        else calls_per_step(picture.sampler, picture.schedule_type),
+                        calls_per_step=calls,
                         wildcards=library,
                         embeddings=(() if model in models_without_embeddings else named_embeddings),
                         name=name,
-                        applies_loras=_applies_loras(picture, name),
+                        applies_loras=applies,
                     )
-                    # The prompt its model renders over the request's steps, as the engine reads it.
-                    read = _applies_loras(picture, name) and first_pass_steps is None
-                    refusal = flow_prompt_refusal(label, plan) if label and read else None
-                    if refusal is not None:
+                    if flow_read and (refusal := flow_prompt_refusal(flow_read, plan)):
                         raise UserError(str(refusal))
                     planned.append(plan)
     except PromptError as error:
@@ -666,7 +665,7 @@ class PromptPlanner:
         (``inference.model_list.installed_models``). Started after the plan, with whose thread
         it would share the interpreter. The matcher of ``operator_words`` (the operator's
         banned words, read by every plan) is built the same way, on a thread of its own
-        (``moderation.operator_matcher``: 20,000 words, about a second that the first
+        (``moderation.operator_matcher``: 20,000 words, about 1.5 s that the first
         prompt paid; a plan meanwhile waits for that build)."""
         await asyncio.wrap_future(
             self._threads.submit(plan_request, WARM_UP_REQUEST, (), self.wildcards_dir)

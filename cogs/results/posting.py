@@ -1063,7 +1063,9 @@ class DiscordResults(ProgressMessages):
             return False
         with contextlib.suppress(*CHANNEL_CHECK_FAILED):
             try:
-                await guild_channel(self._client, guild, job.guild_id, job.channel_id)
+                await guild_channel(
+                    self._client, guild, job.guild_id, job.channel_id, CHANNEL_CHECK_TIMEOUT_S
+                )
             except HiddenFromEasel:
                 return True
         return False

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import bot.on_disk
 import bot.restores
 import db.backups
 from bot import app
@@ -170,6 +171,63 @@ def test_a_swap_back_cut_short_leaves_the_earlier_database_where_it_was(
         main(["restore", str(replaced)])
     assert rows_of(replaced) == good
     assert rows_of(DATABASE) == rows_of(wrong)
+
+
+def test_a_folder_sync_failing_leaves_no_replaced_copy_that_blocks_the_next_restore(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    a_run_with_a_queued_job()
+    real = bot.on_disk.put_on_disk
+
+    def failing(path: Path) -> None:
+        if path.is_dir():
+            raise OSError(5, "Input/output error", str(path))
+        real(path)
+
+    monkeypatch.setattr(bot.on_disk, "put_on_disk", failing)
+    assert main(["restore", str(backup)]) == 2
+    said = one_error_line(capsys)
+    assert said.endswith("nothing replaced"), said
+    assert not (DATA / "easel.sqlite3.replaced").exists()
+    monkeypatch.setattr(bot.on_disk, "put_on_disk", real)
+    assert main(["restore", str(backup)]) == 0
+
+
+def test_a_swap_back_cut_short_after_the_wal_moved_leaves_replaced_readable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    a_run_with_a_queued_job()
+    assert main(["restore", str(backup)]) == 0
+    good = rows_of(DATA / "easel.sqlite3.replaced")
+    capsys.readouterr()
+    died_writing(DATABASE)
+    real_copy = db.backups.copy_database
+
+    def copy(source: Path, to: Path) -> None:
+        if source.name == "easel.sqlite3":  # SQLite cannot read the live one
+            error = sqlite3.DatabaseError("file is not a database")
+            error.sqlite_errorcode = sqlite3.SQLITE_NOTADB  # type: ignore[attr-defined]
+            raise error
+        real_copy(source, to)
+
+    monkeypatch.setattr(db.backups, "copy_database", copy)
+    real = bot.on_disk.put_on_disk
+
+    def failing(path: Path) -> None:
+        if path.name.endswith(".replaced.new"):
+            raise OSError(5, "Input/output error", str(path))
+        real(path)
+
+    monkeypatch.setattr(bot.on_disk, "put_on_disk", failing)
+    assert main(["restore", str(DATA / "easel.sqlite3.replaced")]) == 2
+    assert one_error_line(capsys).endswith(f"{DATA / 'easel.sqlite3.replaced'} is as it was")
+    assert (
+        rows_of(DATA / "easel.sqlite3.replaced") == good
+    )  # on main: "database disk image is malformed"
 
 
 @contextlib.contextmanager

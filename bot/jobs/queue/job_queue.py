@@ -1043,7 +1043,7 @@ class JobQueue:
         """The jobs of ``running`` not left out go back to the queue, in the journal (their
         attempt given back when ``give_back_attempt``, each to render alone from then on
         with ``renders_alone``) and here (those of ``as_suspects`` as ``_queue_again``
-        says; their members' turns given back unless ``started``)."""
+        says; their members' and servers' turns given back unless ``started``)."""
         running.rendering = False  # one cancelled meanwhile did not start: refunded whole
         not_started = [job_id for job_id in running.job_ids if job_id not in running.left_out]
         try:
