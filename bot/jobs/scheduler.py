@@ -1118,6 +1118,10 @@ class FairScheduler:
                 guild = guilds[guild_id] = _Guild(0) if kept is None else kept.copy()
             return guild
 
+        def tally_of(guild_id: int | None) -> _Turn:
+            """The guild's tally as the simulated starts so far left it."""
+            return tallies[guild_id] if guild_id in tallies else self._guild_tally(guild_id)
+
         def entry_of(guild_id: int | None, guild: _Guild) -> _GuildEntry | None:
             """The guild's entry between guilds, anew (None: none of its users is left)."""
             top = _guild_top(guild, is_current)
@@ -1125,8 +1129,7 @@ class FairScheduler:
                 return None
             guild.version = next(simulated_versions)
             if servers_take_turns:
-                tally = tallies.get(guild_id) or self._guild_tally(guild_id)
-                return (*_by_tally(top, tally), guild.version, guild_id)
+                return (*_by_tally(top, tally_of(guild_id)), guild.version, guild_id)
             return (*top[:_VERSION], guild.version, guild_id)
 
         def place(user_id: int, state: _Simulated, head: _Head | None, keyed: int | None) -> None:
@@ -1193,7 +1196,7 @@ class FairScheduler:
             else:
                 state.turn = _Turn(_work_after(state.turn, level, job), start)
             if servers_take_turns:
-                tally = tallies.get(guild_id) or self._guild_tally(guild_id)
+                tally = tally_of(guild_id)
                 guild_level = max(guild_level, tally.work)
                 tallies[guild_id] = _Turn(_work_after(tally, guild_level, job), start)
             state.started += 1
