@@ -38,7 +38,12 @@ from bot.process_end import (
     status_after_stop,
 )
 from bot.redaction import redact_url
-from bot.restores import RunFileKeeper, refuse_pictures_without_database, take_run_mark
+from bot.restores import (
+    RunFileKeeper,
+    refuse_pictures_without_database,
+    take_run_mark,
+    tidy_restore_copies,
+)
 from bot.services import Services
 from bot.settings import Settings, SettingsError, warn_of_unknown_settings
 from bot.single_instance import DataDirLock, hold_data_dir
@@ -314,7 +319,7 @@ class EaselBot(commands.Bot):
         # one withheld at delivery for a rule changed since its submit is refunded then.
         self.queue.set_start_gate(self.results)
         self.results.refund_withheld = self.queue.refund_withheld
-        self.queue.set_progress_listener(self.results.progress)
+        self.queue.set_progress_listener(self.results.progress, self.results.stopped_in_batch)
         job_size = None if self._broker is None else self._broker.max_job_bytes
         self.services = Services.build(
             self._db, settings, copies=self._broker, max_job_bytes=job_size
@@ -651,6 +656,8 @@ class EaselBot(commands.Bot):
         # hand, and only then the database they journal into. Every wait ends by ``waits_end``.
         loop = asyncio.get_running_loop()
         waits_end = loop.time() + STOP_BUDGET_S - CLOSING_RESERVE_S
+        if hasattr(self, "results"):  # a delivery waiting for READY is left to the next start
+            self.results.stopping()
         if hasattr(self, "region_offer") and self.region_offer.web is not None:
             await self.region_offer.web.stop()  # no new jobs from the page while stopping
         if hasattr(self, "member_stops"):  # what waits for their answers stays journaled
@@ -785,6 +792,7 @@ async def run(
         # Before the database opens: a second Easel there would render this one's running jobs
         # again. Inside the try: whatever fails from here on lets the lock go.
         data_dir_lock = hold_data_dir(settings.data_dir)
+        tidy_restore_copies(settings.database_path)  # no restore runs while the lock is held
         async with bot:
             connection = asyncio.create_task(bot.start(settings.discord_token))
             stop_requested = asyncio.create_task(stop.wait())

@@ -109,6 +109,10 @@ def plan_comparison(base: RenderRequest, x: AxisValues, y: AxisValues | None) ->
         plan["y"] = _axis_plan(y)
     options = {**base.options, COMPARE_OPTION: plan}
     request = dataclasses.replace(base, count=len(cells), options=options)
+    if "sampler" in cells[0]:
+        # A sampler axis: the base's sampler renders in no cell; the job's is its first
+        # cell's, the one admission checks the model's family against.
+        request = dataclasses.replace(request, sampler=cells[0]["sampler"])
     return Comparison(request, x, y)
 
 

@@ -97,6 +97,14 @@ def _withdrawal_audited(taken: store.Withdrawal) -> str:
     return f"{counts}: {listed_ids(withdrawn, taken.private)}{older}"
 
 
+def _withheld_audited(taken: store.Withdrawal) -> str:
+    """A withheld result's row names its job even when private: an admin undoing a mistaken
+    rule restores it by that id, and the audit is read by the server's admins alone
+    (``/easel-admin audit``, Manage Server), never by moderators, from whom private jobs stay
+    hidden; the id alone shows no prompt nor picture."""
+    return _withdrawal_audited(replace(taken, private=frozenset()))
+
+
 def post_delete_retry_wait_s(failures: int) -> float:
     """How long a post's delete waits after its ``failures``-th failure (1 or more)."""
     return min(POST_DELETE_FIRST_WAIT_S * 2.0 ** (failures - 1), POST_DELETE_LONGEST_WAIT_S)
@@ -209,6 +217,15 @@ class StoredJob:
 
 
 @dataclass(frozen=True)
+class Restored:
+    """What ``History.restore`` brought back: whether the job has pictures to show again (one
+    stopped before it rendered has none), and the jobs withdrawn with it that came back too."""
+
+    has_pictures: bool
+    with_it: list[str]
+
+
+@dataclass(frozen=True)
 class Forgotten:
     """What a /forget-me request erased, in all its runs (one a stop interrupted, then the
     next start's or the member's again). ``ledger_rows_deferred`` still count towards the
@@ -226,9 +243,10 @@ class Forgotten:
     asked_at: float
     # The broker could not be reached: its copies of the member's jobs expire within 24 h.
     broker_copies_left: bool = False
-    # Easel's posts of the jobs this run erased in servers, for the caller to delete from
-    # Discord (the database no longer links them to anything, so their deletions withdraw
-    # nothing), each left pending until ``History.post_delete_settled``.
+    # Easel's posts of the jobs this run erased in servers, and of the member's jobs retention
+    # deleted before (``pruned_posts``), for the caller to delete from Discord (the database no
+    # longer links them to anything, so their deletions withdraw nothing), each left pending
+    # until ``History.post_delete_settled``.
     posts: tuple[PostedMessage, ...] = ()
 
 
@@ -541,7 +559,7 @@ class History:
             job_id,
             self._clock(),
             withheld_why=why,
-            audit=self._audit(setting=WITHHELD_AUDITED_AS),  # its id, for /easel-admin restore
+            audit=self._audit(setting=WITHHELD_AUDITED_AS, describe=_withheld_audited),
         )
         return await self._stopped(withdrawn)
 
@@ -583,7 +601,10 @@ class History:
         return await ledger.refunded(self._conn, job_id)
 
     def _audit(
-        self, by: int | None = None, setting: str = WITHDRAWAL_AUDITED_AS
+        self,
+        by: int | None = None,
+        setting: str = WITHDRAWAL_AUDITED_AS,
+        describe: Callable[[store.Withdrawal], str] = _withdrawal_audited,
     ) -> store.WithdrawalAudit | None:
         """A withdrawal (a post deleted, a moderator's command, or a result Easel withheld:
         ``setting``) is audited as ``by``'s, the moderator Easel knows did it (a Delete click,
@@ -594,7 +615,7 @@ class History:
         actor = self.easel_id if by is None else by
         if actor is None:
             return None
-        return store.WithdrawalAudit(actor, setting, _withdrawal_audited)
+        return store.WithdrawalAudit(actor, setting, describe)
 
     async def _stopped(self, withdrawn: list[str]) -> list[str]:
         """``withdrawn``, once ``_stop`` stopped those still queued or rendering."""
@@ -693,11 +714,11 @@ class History:
                     )
         return True
 
-    async def restore(self, guild_id: int, job_id: str, admin_id: int) -> list[str]:
+    async def restore(self, guild_id: int, job_id: str, admin_id: int) -> Restored:
         """An admin of ``guild_id`` undoes the withdrawal of its job ``job_id`` and of the jobs
         withdrawn with it, made from it or with its pixels (``store.restore_job``), audited
-        like the server's settings; returns those others. ``UserError`` for a job not of this
-        server or not withdrawn."""
+        like the server's settings. ``UserError`` for a job not of this server or not
+        withdrawn."""
         record = await journal.get_job(self._conn, job_id)
         if record is None or record.guild_id != guild_id:  # another server's job is not named
             raise UserError(
@@ -714,7 +735,8 @@ class History:
             now=self._clock(),
             describe=lambda jobs, private: f"{len(jobs)} restored: {listed_ids(jobs, private)}",
         )
-        return restored[1:]
+        has_pictures = bool(await journal.images_of(self._conn, job_id))
+        return Restored(has_pictures, restored[1:])
 
     async def private_among(self, job_ids: Sequence[str]) -> frozenset[str]:
         """Which of ``job_ids`` are private: an answer counts them (``listed_ids``)."""

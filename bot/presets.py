@@ -40,6 +40,7 @@ __all__ = [
     "PRESET_AUDIT_PREFIX",
     "Preset",
     "Presets",
+    "SavedSampler",
     "Scope",
     "as_code",
     "check_saved_sampler",
@@ -177,9 +178,13 @@ def refused_as_saved(error: Exception, what: str, preset: Preset | None) -> User
     )
 
 
+# A sampler the member saved, not typed, and where it is kept (``saved_sampler``).
+SavedSampler = tuple[str, Preset | None]
+
+
 def saved_sampler(
     options: ImagineOptions, preset: Preset | None, settings: UserSettings
-) -> tuple[str, Preset | None] | None:
+) -> SavedSampler | None:
     """The sampler the request takes from ``preset`` or the member's /settings, with where it
     is kept (the preset; None: /settings), for ``refused_as_saved``; None when the options or
     the prompt name one (the member typed it) or none is saved."""
@@ -190,7 +195,7 @@ def saved_sampler(
     return None if sampler is None else (sampler, saved_in)
 
 
-def check_saved_sampler(saved: tuple[str, Preset | None] | None) -> None:
+def check_saved_sampler(saved: SavedSampler | None) -> None:
     """Refuse a ``saved_sampler`` that is no sampler, saying where it is saved: the member
     typed no sampler."""
     if saved is None:

@@ -25,6 +25,7 @@ import logging
 import os
 import sqlite3
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiosqlite
@@ -33,6 +34,7 @@ from bot.jobs import accounting
 from bot.on_disk import put_on_disk
 from bot.settings import DATABASE_FILE_NAME
 from db import broker_chores, run_mark
+from db.backups import BESIDE_A_DATABASE
 from db.database import causes, transaction
 from db.run_mark import LOST_IN_A_RESTORE
 
@@ -95,6 +97,88 @@ def damaged_database_problem(database: Path, error: BaseException) -> str | None
                 "BACKUP_FILE`, which removes the -wal and -shm first"
             )
     return None
+
+
+def staged_copy(database: Path) -> Path:
+    """Where ``easel restore`` checks its backup's copy before putting it in place: a copy of
+    a file still there, so a start deletes one left (``tidy_restore_copies``)."""
+    return database.with_name(f"{database.name}.restoring")
+
+
+def replaced_copy(database: Path) -> Path:
+    """Where ``easel restore`` keeps the database it replaced, to put back if it was wrong."""
+    return database.with_name(f"{database.name}.replaced")
+
+
+def putting_back_copy(database: Path) -> Path:
+    """Where ``easel restore`` of ``replaced_copy`` itself moves its checked copy before the
+    live database's copy takes .replaced's name: from then until it is in place, the only copy
+    of the database being put back, so nothing but the operator deletes one left."""
+    return database.with_name(f"{database.name}.putting-back")
+
+
+def _since(path: Path) -> str:
+    at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    return f"since {at:%Y-%m-%d %H:%M} UTC"
+
+
+_UNREACHED = "holds members' data that /forget-me and retention do not reach"
+
+
+def putting_back_problem(database: Path) -> str | None:
+    """The line for a ``putting_back_copy`` left beside ``database`` (None without one): how
+    to put it in place without losing the database that restore was replacing."""
+    putting_back, replaced = putting_back_copy(database), replaced_copy(database)
+    try:
+        since = _since(putting_back)
+    except FileNotFoundError:
+        return None
+    return (
+        f"{putting_back} (the database an `easel restore {replaced}` cut short was putting "
+        f"back, checked whole, {since}) {_UNREACHED}, and may be its only copy: move "
+        f"{replaced.name}, if it is there, out of {database.parent} (it holds the database "
+        f"that restore was replacing, or a copy of this one), then `easel restore "
+        f"{putting_back}`, then delete {putting_back.name}"
+    )
+
+
+def restore_copies_problems(database: Path) -> list[str]:
+    """One line for each copy of a database an ``easel restore`` left beside ``database``:
+    each holds members' data that neither /forget-me nor retention reaches, so each says what
+    to do with it. Reads nothing but the folder (``easel doctor``, and each start)."""
+    replaced, staged = replaced_copy(database), staged_copy(database)
+    lines = []
+    with contextlib.suppress(FileNotFoundError):
+        lines.append(
+            f"{replaced} (the database an `easel restore` replaced, kept {_since(replaced)}) "
+            f"{_UNREACHED}: once that restore is right, delete it (and any {replaced.name}-wal "
+            f"beside it); if it was wrong, `easel restore {replaced}` puts it back"
+        )
+    if (putting_back := putting_back_problem(database)) is not None:
+        lines.append(putting_back)
+    with contextlib.suppress(FileNotFoundError):
+        lines.append(
+            f"{staged} (a copy of a backup, left by an `easel restore` cut short, "
+            f"{_since(staged)}) {_UNREACHED}: the next start deletes it"
+        )
+    return lines
+
+
+def tidy_restore_copies(database: Path) -> None:
+    """At a start holding the data folder's lock (no ``easel restore`` runs then): the copy of
+    a backup that an ``easel restore`` cut short left (``staged_copy``) is deleted; each copy
+    left, never deleted here (``replaced_copy``, ``putting_back_copy``), is logged as a warning
+    (``restore_copies_problems``)."""
+    staged = staged_copy(database)
+    for path in (staged, *(Path(f"{staged}{suffix}") for suffix in BESIDE_A_DATABASE)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            if path == staged:
+                log.info(
+                    "deleted %s, a copy of a backup left by an `easel restore` cut short", staged
+                )
+    for problem in restore_copies_problems(database):
+        log.warning("%s", problem)
 
 
 async def take_run_mark(

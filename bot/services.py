@@ -36,7 +36,7 @@ from inference.memory import native_side, native_side_sources
 from inference.metadata import (
     FAMILY_NAMES,
     UNKNOWN,
-    checkpoint_family,
+    tensor_family,
 )
 from inference.model_list import installed_models, models_without_embeddings
 from inference.registry import (
@@ -67,7 +67,8 @@ def model_defaults(
         entry = registry.resolve(name, default_model)
     except RenderInputError:
         return fallback
-    family = FAMILY_DEFAULTS.get(checkpoint_family(entry))
+    # Its family as the engine loads it: a merge's stale metadata may name SD 3 or Flux.
+    family = FAMILY_DEFAULTS.get(tensor_family(entry))
     if family is None:
         return fallback
     return Defaults(steps=min(family.steps, max_steps), cfg=family.cfg, sampler=family.sampler)
@@ -244,6 +245,7 @@ class Services:
                 operator_default_upscaler=settings.default_upscaler,
                 operator_hires_upscaler=settings.hires_upscaler,
                 installed_models=registry.names,
+                kept_models=registry.kept_names,
                 installed_addons=functools.partial(installed_addons, registry),
             ),
             QuotaStatus(conn, settings.dm_limits),

@@ -13,11 +13,17 @@ from typing import Annotated, Literal
 
 from annotated_types import Ge, Le
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.jobs.scheduler import FAIRNESS_CHOICES, Fairness
+from bot.jobs.scheduler import Fairness
 from bot.policy.moderation import read_banned_words
 from bot.policy.quota import QuotaLimits
 from bot.redaction import redact_url
@@ -336,22 +342,23 @@ class Settings(BaseSettings):
             raise ValueError("must be empty (no mask editor) or an http(s) URL members can open")
         return value.rstrip("/")
 
-    @field_validator("compile_mode", "log_format", "quantize", mode="before")
+    @field_validator("compile_mode", "log_format", "quantize", "fairness", mode="before")
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("fairness", mode="before")
+    # Defined after ``_lower_choice``, so it runs around it (pydantic runs wrap and before
+    # validators last defined first): it sees the choice lowered, and refuses it in words.
+    @field_validator("fairness", mode="wrap")
     @classmethod
-    def _check_fairness(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        if (choice := value.strip().lower()) not in FAIRNESS_CHOICES:
+    def _explain_fairness(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        try:
+            return handler(value)
+        except ValidationError:
             raise ValueError(
                 "must be members (each member a fair share, whatever their server) or servers "
                 "(servers take turns first, then members within each)"
-            )
-        return choice
+            ) from None
 
     @field_validator("compile", "warm_start", mode="before")
     @classmethod

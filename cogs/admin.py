@@ -47,7 +47,14 @@ from bot.shown_text import shortened
 from bot.user_errors import UserError
 from bot.web.dashboard import READING_RIGHTS_S, AdminRights, Dashboard
 from cogs.choices import matching_choices, model_choices
-from cogs.common import MESSAGE_LIMIT, fair_shares, services_of, within_message_limit
+from cogs.common import (
+    MESSAGE_LIMIT,
+    defer_thinking,
+    fair_shares,
+    queue_of,
+    services_of,
+    within_message_limit,
+)
 from cogs.common import quoted as escaped
 from cogs.contexts import command_contexts
 from cogs.visibility import (
@@ -74,6 +81,17 @@ _ADDON_PLURALS = {
     AddonKind.VAE: "VAEs",
     AddonKind.UPSCALER: "upscalers",
     AddonKind.CONTROLNET: "ControlNets",
+}
+# The lists whose narrowing (a first entry, or one removed of several) ends the jobs queued or
+# rendering it leaves out (``bot.policy.delivery.placed_under_rules_of_now``), each with how a
+# job is left out, as the admin is told.
+_LEFT_OUT_BY = {
+    GuildList.ALLOWED_CHANNEL: "in a channel the list leaves out (or a thread of one)",
+    GuildList.ALLOWED_MODEL: "with a model the list leaves out",
+    **{
+        which: f"with {'an' if kind[0] in 'aeiou' else 'a'} {kind} the list leaves out"
+        for kind, which in ADDON_LISTS.items()
+    },
 }
 _NSFW_LABELS = {
     NsfwPolicy.ALLOW: "allow",
@@ -324,12 +342,13 @@ class AdminCog(commands.Cog):
 
     async def _done(self, interaction: discord.Interaction[Any], message: str) -> None:
         """The admin's answer; one quoting long values (a preset's negative prompt) is cut
-        to fit, never refused: the change it reports was made."""
-        await interaction.response.send_message(
-            within_message_limit(message),
-            ephemeral=True,
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
+        to fit, never refused: the change it reports was made. A follow-up once deferred."""
+        message = within_message_limit(message)
+        none = discord.AllowedMentions.none()
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True, allowed_mentions=none)
+            return
+        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=none)
 
     async def _change(
         self,
@@ -354,21 +373,47 @@ class AdminCog(commands.Cog):
         entries = (await self._policy.settings(guild_id)).entries(which)
         if when_empty is not None and action == "remove" and not entries:
             said += f" The list is now empty: {when_empty}."
-        if which is GuildList.ALLOWED_CHANNEL and action == "add" and len(entries) == 1:
-            said += await self._only_here(guild_id, int(value))
+        first = action == "add" and len(entries) == 1
+        narrowed = which in _LEFT_OUT_BY and (first or (action == "remove" and entries))
+        if narrowed:
+            # The count reads every job queued here: thousands take seconds, past Discord's 3 s.
+            await defer_thinking(interaction, private=True)
+            said += await self._what_ends(guild_id, which, first=first)
         await self._done(interaction, said)
+        if narrowed:
+            # Those rendering that it leaves out stop now, not at their last step.
+            await queue_of(interaction).stop_refused_now(guild_id)
 
-    async def _only_here(self, guild_id: int, channel_id: int) -> str:
-        """What the first allowed channel changes, said with it: every other channel closes."""
-        unfinished = await self._policy.unfinished_outside(guild_id, channel_id)
-        ended = (
-            f" Queued or rendering now in other channels and their threads: "
-            f"{counted(unfinished, 'job')}, which end unposted and refunded (their makers are "
-            "told); removing the channel again brings none back."
-            if unfinished
-            else ""
+    async def _what_ends(self, guild_id: int, which: GuildList, *, first: bool) -> str:
+        """What narrowing ``which`` (its first entry, which closes every other channel, model
+        or add-on of its kind; or one removed of several) changes, said with it: the jobs
+        queued or rendering that it leaves out end unposted and refunded: at once when
+        rendering (``JobQueue.stop_refused_now``), else when they would start, which judges
+        them by the lists of then (an undo before it lets them render)."""
+        if not first:
+            only = ""
+        elif which is GuildList.ALLOWED_CHANNEL:
+            only = " Easel now answers only in the listed channels (and their threads)."
+        else:
+            only = (
+                f" Easel now allows only the listed {_list_name(which).removeprefix('allowed ')}."
+            )
+        ended = await self._policy.unfinished_left_out(guild_id, which)
+        if not ended:
+            return only
+        one = ended == 1
+        return (
+            f"{only} {counted(ended, 'job')} queued or rendering now {_LEFT_OUT_BY[which]} "
+            f"{'ends' if one else 'end'} unposted and refunded "
+            f"({'its maker is' if one else 'their makers are'} told): "
+            + (
+                "at once if rendering, else when it would start unless the list allows it "
+                "again by then."
+                if one
+                else "those rendering at once, those queued when they would start unless the "
+                "list allows them again by then."
+            )
         )
-        return f" Easel now answers only in the listed channels (and their threads).{ended}"
 
     @admin.command(name="show", description="Every Easel setting of this server")
     async def show(self, interaction: discord.Interaction[Any]) -> None:
@@ -625,8 +670,8 @@ class AdminCog(commands.Cog):
     ) -> None:
         job_id = job.strip().lower()
         history = services_of(interaction).history
-        with_it = await history.restore(_guild_id(interaction), job_id, interaction.user.id)
-        restored = await history.job(job_id)
+        restored = await history.restore(_guild_id(interaction), job_id, interaction.user.id)
+        with_it = restored.with_it
         private = await history.private_among(with_it)
         also = (
             f" So may those of the {counted(len(with_it), 'job')} withdrawn with it (made from "
@@ -638,7 +683,7 @@ class AdminCog(commands.Cog):
             "its pictures may be shown and used again (`/show` by its maker posts them; the "
             "deleted messages, its other posts and copies by DM the withdrawal deleted, stay "
             "deleted)"
-            if restored is not None and restored.image_paths
+            if restored.has_pictures
             else "it was stopped before it rendered, so it has no pictures to show; its maker "
             "may submit it again"
         )

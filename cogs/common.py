@@ -41,6 +41,7 @@ from bot.policy.moderation import model_allowed, model_left_out, models_rendered
 from bot.policy.unavailable import unavailable_here
 from bot.presets import (
     Preset,
+    SavedSampler,
     check_saved_sampler,
     over_saved_settings,
     refused_as_saved,
@@ -342,12 +343,15 @@ def priority_class(request: RenderRequest, priority_role: bool) -> PriorityClass
 
 @dataclasses.dataclass(frozen=True)
 class MemberRequests:
-    """What a member's options make: one request per ``--repeat``, the preset they named, and
-    whether they keep their results private."""
+    """What a member's options make: one request per ``--repeat``, the preset they named,
+    whether they keep their results private, and the sampler they saved, not typed (None:
+    typed, or none saved), which admission's refusal of it names where it is kept
+    (``submit_from_interaction``'s ``saved_sampler``)."""
 
     requests: list[RenderRequest]
     preset: Preset | None
     private: bool
+    saved_sampler: SavedSampler | None
 
 
 async def requests_for_member(
@@ -356,13 +360,13 @@ async def requests_for_member(
     """``options`` filled in as the member asked: typed options, then the prompt's flags, then
     the preset they name (``--preset``), then their /settings, then the model family's
     defaults (Flux schnell: 4 steps), then the server's defaults; a bad value raises
-    ``RequestError``."""
+    ``RequestError``. What the model's family cannot take is refused by admission
+    (``admitted_submission``), once, of the request as it will render."""
     services = services_of(interaction)
     personal = await services.member_settings.get(interaction.user.id)
     default_model = await default_model_for(interaction)
-    allowed = await allowed_models_where(services, interaction.guild_id)
 
-    def build(chosen: Preset | None) -> list[RenderRequest]:
+    def build(chosen: Preset | None) -> tuple[list[RenderRequest], SavedSampler | None]:
         saved = saved_sampler(options, chosen, personal)
         check_saved_sampler(saved)
         requests = build_requests(
@@ -371,19 +375,17 @@ async def requests_for_member(
             over_saved_settings(chosen, personal),
             defaults_by_model(services, default_model),
         )
-        # The others differ by seed.
-        check_family_takes(services, requests[0], default_model, allowed, saved)
-        return requests
+        return requests, saved
 
-    def unless_a_preset_is_named() -> list[RenderRequest] | None:
+    def unless_a_preset_is_named() -> tuple[list[RenderRequest], SavedSampler | None] | None:
         return None if preset_named(options) else build(None)
 
     # Off the loop: the prompt's flags are parsed (once: ``options`` keeps them) and the
-    # model's family read from its file's header (its defaults, what it cannot take). Only
-    # a named preset, looked up in the database, comes back to the loop between the two.
-    requests = await asyncio.to_thread(unless_a_preset_is_named)
+    # model's family read from its file's header (its defaults). Only a named preset, looked
+    # up in the database, comes back to the loop between the two.
+    built = await asyncio.to_thread(unless_a_preset_is_named)
     chosen = None
-    if requests is None:
+    if built is None:
         preset_name = preset_named(options)
         assert preset_name is not None  # named, or the requests were built
         chosen = await services.presets.find(interaction.user.id, interaction.guild_id, preset_name)
@@ -392,8 +394,9 @@ async def requests_for_member(
                 await check_model_usable(services, as_typed(chosen.model), interaction.guild_id)
             except UserError as error:
                 raise refused_as_saved(error, "model", chosen) from None
-        requests = await asyncio.to_thread(build, chosen)
-    return MemberRequests(requests, chosen, personal.private_results)
+        built = await asyncio.to_thread(build, chosen)
+    requests, saved = built
+    return MemberRequests(requests, chosen, personal.private_results, saved)
 
 
 def check_family_takes(
@@ -401,7 +404,7 @@ def check_family_takes(
     request: RenderRequest,
     default_model: str | None,
     allowed_models: Collection[str],
-    saved: tuple[str, Preset | None] | None = None,
+    saved: SavedSampler | None = None,
     *,
     vae: bool = False,
 ) -> None:
@@ -625,12 +628,15 @@ async def admitted_submission(
     parent_job_id: str | None,
     private: bool,
     input_size: InputSize | None = None,
+    saved_sampler: SavedSampler | None = None,
     **delivery: Any,
 ) -> Submission:
     """The job the server's rules make of ``request`` (channel, models, banned words, NSFW,
     priority role), refused with one sentence when over the render limits. ``input_size``:
-    the picture it edits, as decoded (else read off the loop). ``delivery``: the
-    interaction fields of a Submission, when there is an interaction to answer."""
+    the picture it edits, as decoded (else read off the loop). ``saved_sampler``: the
+    request's sampler when the member saved it, not typed (``MemberRequests``): a family's
+    refusal of it says where it is kept. ``delivery``: the interaction fields of a
+    Submission, when there is an interaction to answer."""
     admission = await services.guild_policy.admit(
         requester.guild_id,
         requester.channel_id,
@@ -649,7 +655,7 @@ async def admitted_submission(
     # picture), the family rules told privately here, not after the queue in the channel.
     # ``admit`` filled in the default model (one still unnamed has none anywhere) and read
     # the list these are checked against: no default nor list is read again.
-    await asyncio.to_thread(_check_engine_takes, services, admission)
+    await asyncio.to_thread(_check_engine_takes, services, admission, saved_sampler)
     # A 🔄 or Remix of an edit or an upscale.
     if input_size is None and costs_by_its_picture(admission.request):
         input_size = await asyncio.to_thread(input_picture_size, admission.request)
@@ -672,11 +678,14 @@ async def admitted_submission(
     )
 
 
-def _check_engine_takes(services: Services, admission: Admission) -> None:
+def _check_engine_takes(
+    services: Services, admission: Admission, saved: SavedSampler | None
+) -> None:
     """What the engine refuses of the admitted request: its model family's rules (its VAE's
-    included) and a face restorer it names. Reads headers and folders: run it on a thread."""
+    included; a ``saved`` sampler refused naming where it is kept) and a face restorer it
+    names. Reads headers and folders: run it on a thread."""
     request = admission.request
-    check_family_takes(services, request, None, admission.allowed_models, vae=True)
+    check_family_takes(services, request, None, admission.allowed_models, saved, vae=True)
     if asks_face_restorer(request):
         check_face_restorer(request, services.registry)
 
@@ -780,6 +789,8 @@ async def submit_from_interaction(
     before_queueing: Callable[[], Awaitable[str | None]] | None = None,
     on_journaled: Callable[[], object] | None = None,
     input_size: InputSize | None = None,
+    saved_sampler: SavedSampler | None = None,
+    as_many_as_fit: bool = False,
 ) -> str | None:
     """Check the guild's rules, acknowledge (deferred, within 3 s) unless the caller did
     (``acknowledge``), journal the job and show its place in the queue; the result later edits
@@ -798,9 +809,14 @@ async def submit_from_interaction(
     ``input_size``: the size of the picture ``request`` edits, as decoded where it was read:
     its quota reservation then reads no file (``Submission.render_size``).
 
+    ``saved_sampler``: ``MemberRequests.saved_sampler``, for ``admitted_submission``.
+
     ``repeat_seeds`` (``--repeat``): one more job of the same request for each seed, charged
     as a job each and refused together up front when they do not all fit the member's quota;
     their results are posted as new messages.
+
+    ``as_many_as_fit`` (a grid made again by Use settings): when its pictures do not all fit
+    the member's quota, as many as fit from its first, told in a note, rather than refused.
 
     Returns the job id, or None when the member's quota refused it (they are told why) or
     they were banned, kicked or timed out in the server since the acknowledgement
@@ -817,6 +833,7 @@ async def submit_from_interaction(
         parent_job_id=parent.job_id if isinstance(parent, StoredJob) else parent,
         private=private,
         input_size=input_size,
+        saved_sampler=saved_sampler,
         application_id=interaction.application_id,
         interaction_token=interaction.token,
         interaction_created_at=interaction.created_at.timestamp(),
@@ -833,6 +850,8 @@ async def submit_from_interaction(
         ),
         jobs=1 + len(repeat_seeds),
     )
+    if refusal is not None and as_many_as_fit:
+        submission, refusal = await _as_many_as_fit(queue, submission, refusal)
     if refusal is not None:
         await _refuse(interaction, quota_refused(refusal))
         return None
@@ -875,6 +894,22 @@ async def submit_from_interaction(
     if repeat_seeds:
         await _submit_repeats(interaction, request, submission, repeat_seeds)
     return job_id
+
+
+async def _as_many_as_fit(
+    queue: JobQueue, submission: Submission, refused: QuotaExceeded
+) -> tuple[Submission, QuotaExceeded | None]:
+    """``submission`` with as many of its pictures, from its first, as the member's limits
+    take now, and a note saying why fewer; or ``refused`` when not even its first fits."""
+    request = submission.request
+    for count in range(request.count - 1, 0, -1):
+        fewer = dataclasses.replace(request, count=count)
+        if await queue.quota_refusal(dataclasses.replace(submission, request=fewer)) is None:
+            first = "its first picture fits" if count == 1 else f"its first {count} fit"
+            note = f"the grid has {request.count} pictures; only {first} your quota now"
+            fewer = dataclasses.replace(fewer, notes=[*fewer.notes, note])
+            return dataclasses.replace(submission, request=fewer), None
+    return submission, refused
 
 
 async def _check_parent_posts_there(
@@ -1005,8 +1040,13 @@ async def _submit_repeats(
     )
 
 
+# The page turns' labels: a word beside each arrow, which a screen reader says (for the
+# arrow alone it says "black left-pointing triangle").
+PREVIOUS_PAGE, NEXT_PAGE = "◀ Previous", "Next ▶"
+
+
 def page_turn_button(custom_id: str, label: str, disabled: bool) -> discord.ui.Button[Any]:
-    """One ◀ or ▶ of ``page_turns`` (``label``), for a page-turn ``DynamicItem`` to wrap."""
+    """One of ``page_turns`` (``label``), for a page-turn ``DynamicItem`` to wrap."""
     return discord.ui.Button(
         label=label, style=discord.ButtonStyle.secondary, custom_id=custom_id, disabled=disabled
     )
@@ -1014,17 +1054,17 @@ def page_turn_button(custom_id: str, label: str, disabled: bool) -> discord.ui.B
 
 def turned_label(item: discord.ui.Item[Any]) -> str:
     """The label of the page-turn button clicked (``from_custom_id``'s ``item``)."""
-    return (item.label if isinstance(item, discord.ui.Button) else None) or "▶"
+    return (item.label if isinstance(item, discord.ui.Button) else None) or NEXT_PAGE
 
 
 def page_turns(
     page: int, page_count: int, button: Callable[[int, str, bool], discord.ui.Item[Any]]
 ) -> discord.ui.View | None:
-    """◀ ▶ under a reply of several pages (None for one): ``button(page, label, disabled)``
-    makes each, with its own persistent custom id."""
+    """◀ Previous and Next ▶ under a reply of several pages (None for one):
+    ``button(page, label, disabled)`` makes each, with its own persistent custom id."""
     if page_count <= 1:
         return None
     view = discord.ui.View(timeout=None)
-    view.add_item(button(page - 1, "◀", page == 0))
-    view.add_item(button(page + 1, "▶", page >= page_count - 1))
+    view.add_item(button(page - 1, PREVIOUS_PAGE, page == 0))
+    view.add_item(button(page + 1, NEXT_PAGE, page >= page_count - 1))
     return view

@@ -5,6 +5,7 @@ grid. Each picture is charged, and each must pass this server's rules and limits
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from typing import Any
 
 import discord
@@ -12,11 +13,16 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.compare import Axis, AxisValues, cells_planned_apart, parse_axis, plan_comparison
+from bot.presets import SavedSampler
 from bot.requests import MAX_NEGATIVE_OPTION_CHARS, MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions
+from bot.services import Services
 from bot.user_errors import UserError
 from cogs.choices import model_choices, sampler_choices
 from cogs.common import (
+    allowed_models_where,
+    check_family_takes,
     check_render_limits,
+    default_model_for,
     requester_of,
     requests_for_member,
     services_of,
@@ -105,17 +111,21 @@ class CompareCog(commands.Cog):
             axis(x, x_values),
             None if y is None or y_values is None else axis(y, y_values),
         )
-        await _check_every_cell(interaction, comparison.cells)
+        # A saved sampler on an axis renders in no cell: nothing to refuse of it.
+        sampler_axis = Axis.SAMPLER.value in (x, y)
+        saved = None if sampler_axis else asked.saved_sampler
+        await _check_every_cell(interaction, comparison.cells, saved)
         await submit_from_interaction(
-            interaction, "compare", comparison.request, private=asked.private
+            interaction, "compare", comparison.request, private=asked.private, saved_sampler=saved
         )
 
 
 async def _check_every_cell(
-    interaction: discord.Interaction[Any], cells: list[RenderRequest]
+    interaction: discord.Interaction[Any], cells: list[RenderRequest], saved: SavedSampler | None
 ) -> None:
     """Every picture passes what a lone /imagine of it would: ranges, this server's limits,
-    its models and banned words (each search/replace prompt planned as the engine will)."""
+    its models and banned words (each search/replace prompt planned as the engine will), and
+    its model family's rules (``saved``: the cells' sampler, when the member saved it)."""
     services = services_of(interaction)
     requester = requester_of(interaction)
     for cell in cells:
@@ -139,3 +149,20 @@ async def _check_every_cell(
             for cell in cells_planned_apart(cells)
         )
     )
+    # Each model and sampler an axis brings (a sampler Flux lacks, a Flux cell of a model axis
+    # given an SD sampler), refused before queueing as admission refuses the job's own.
+    default_model = await default_model_for(interaction)
+    allowed = await allowed_models_where(services, requester.guild_id)
+    await asyncio.to_thread(_check_families, services, cells, default_model, allowed, saved)
+
+
+def _check_families(
+    services: Services,
+    cells: list[RenderRequest],
+    default_model: str | None,
+    allowed: Collection[str],
+    saved: SavedSampler | None,
+) -> None:
+    """``check_family_takes`` of each model and sampler among ``cells`` (reads headers)."""
+    for cell in {(cell.model, cell.sampler): cell for cell in cells}.values():
+        check_family_takes(services, cell, default_model, allowed, saved)

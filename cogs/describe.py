@@ -17,7 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.images import check_engine_sides, check_upload_size
-from bot.presets import over_saved_settings
+from bot.presets import over_saved_settings, saved_sampler
 from bot.requests import ImagineOptions, build_request
 from bot.user_errors import UserError
 from cogs.common import defer_thinking, model_defaults_for, services_of, submit_from_interaction
@@ -79,16 +79,22 @@ class ImagineSuggestionButton(
                 raise UserError("That suggestion is gone; run /describe again.")
             services = services_of(interaction)
             personal = await services.member_settings.get(interaction.user.id)
+            options = ImagineOptions(prompt=prompt)
             # Off the loop: the model's family is read from its file's header.
             request = await asyncio.to_thread(
                 build_request,
-                ImagineOptions(prompt=prompt),
+                options,
                 services.request_defaults,
                 over_saved_settings(None, personal),
                 await model_defaults_for(interaction),
             )
+            # A family's refusal of the member's /settings sampler says where it is kept.
             await submit_from_interaction(
-                interaction, "imagine", request, private=personal.private_results
+                interaction,
+                "imagine",
+                request,
+                private=personal.private_results,
+                saved_sampler=saved_sampler(options, None, personal),
             )
         except Exception as error:
             await report_error(interaction, error, "describe suggestion")

@@ -18,7 +18,6 @@ from discord.ext import commands
 from bot.edits import (
     InpaintSettings,
     Picture,
-    PictureRenderers,
     check_mask_paints,
     check_may_vary,
     inpaint_request,
@@ -147,10 +146,25 @@ def picture_in(message: discord.Message) -> discord.Attachment:
     return picture
 
 
-async def _renderers_here(interaction: discord.Interaction[Any]) -> PictureRenderers:
-    """The models, VAEs and flow-family models a picture's own settings may name here
-    (``picture_renderers_in``)."""
-    return await picture_renderers_in(services_of(interaction), interaction.guild_id)
+async def _picture_request(
+    interaction: discord.Interaction[Any],
+    infotext: str | None,
+    prompt: str | None,
+    *,
+    how_to_give_a_prompt: str = "give one with `prompt`",
+) -> RenderRequest:
+    """``request_from_infotext`` of a picture's text with the models, VAEs and flow-family
+    models its settings may name here (``picture_renderers_in``), ``prompt`` replacing its
+    own (``how_to_give_a_prompt``: where the picture has none)."""
+    models, vaes, flow = await picture_renderers_in(services_of(interaction), interaction.guild_id)
+    return request_from_infotext(
+        infotext,
+        prompt,
+        models,
+        usable_vaes=vaes,
+        flow_models=flow,
+        how_to_give_a_prompt=how_to_give_a_prompt,
+    )
 
 
 async def _submit(
@@ -250,14 +264,8 @@ class EditCog(commands.Cog):
                 interaction, saved, source, image.filename
             )
             check_may_vary(picture)  # no prompt makes its size right: said first
-            models, vaes, flow = await _renderers_here(interaction)
-            base = request_from_infotext(
-                picture.infotext,
-                prompt,
-                models,
-                usable_vaes=vaes,
-                flow_models=flow,
-                how_to_give_a_prompt=how_to_give_a_prompt,
+            base = await _picture_request(
+                interaction, picture.infotext, prompt, how_to_give_a_prompt=how_to_give_a_prompt
             )
             request = vary_request(base, picture, denoise)
             await _submit(interaction, inputs, "vary", request, picture, private, posted_as)
@@ -291,10 +299,7 @@ class EditCog(commands.Cog):
         async with SavedInputs(interaction) as inputs:
             picture = await inputs.save(image)
             mask_picture = await inputs.save(mask, mask=True)
-            models, vaes, flow = await _renderers_here(interaction)
-            base = request_from_infotext(
-                picture.infotext, prompt, models, usable_vaes=vaes, flow_models=flow
-            )
+            base = await _picture_request(interaction, picture.infotext, prompt)
             settings = InpaintSettings(denoise, mask_blur, padding, fill, only_masked, invert)
             request = inpaint_request(base, picture, mask_picture, settings)
             await services_of(interaction).picture_work.run(
@@ -350,7 +355,11 @@ class EditCog(commands.Cog):
                 interaction, saved, source, image.filename
             )
             # A fast upscale uses no model: the picture's is not read.
-            renderers = None if mode == "fast" else await _renderers_here(interaction)
+            renderers = (
+                None
+                if mode == "fast"
+                else await picture_renderers_in(services, interaction.guild_id)
+            )
             base = picture_settings(picture.infotext, renderers)
             installed_upscalers = await asyncio.to_thread(services.upscaler_names)
             request = upscale_request(

@@ -59,11 +59,14 @@ An `/imagine` option you set beats the same flag; the answer says which was used
 
 _BUTTONS = """\
 **Buttons under a result** (each job is charged to whoever clicks):
-A grid: `U1`–`U4` (one picture), `V1`–`V4` (variations), `🔄` (again, new seed).
-A single picture: `Vary (Subtle)`, `Vary (Strong)`, `Upscale (2x)`, `Upscale (4x)`, `🔄` \
-(under `U1`–`U4`: that picture again), `Zoom Out (2x)`, the pans ⬅️ ➡️ ⬆️ ⬇️, `Vary (Region)` \
-(repaint a part you name in words or paint on a page) and `Fix faces`; each keeps the \
-picture's settings. A fast upscale has no `🔄` nor `Remix`: they would enlarge it again.
+A grid: `U1`–`U4` (one picture; they read like a book: `U1` top left, `U2` top right, `U3` \
+bottom left, `U4` bottom right; two side by side), `V1`–`V4` (variations), `🔄 Reroll` \
+(again, new seed).
+A single picture: `Vary (Subtle)`, `Vary (Strong)`, `Upscale (2x)`, `Upscale (4x)`, \
+`🔄 Reroll` (under `U1`–`U4`: that picture again), `Zoom Out (2x)`, the pans (`⬅️ Pan left`, \
+right, up, down), `Vary (Region)` (repaint a part you name in words or paint on a page, with \
+a mouse, a finger or the keyboard) and `Fix faces`; each keeps the picture's settings. A fast \
+upscale has no `🔄 Reroll` nor `Remix`: they would enlarge it again.
 Every result: `Remix` (a form with its prompt and settings; the edited job renders for \
 whoever submits it), `DM me` (a copy in your direct messages; not of a picture made in an \
 age-restricted channel; a copy of another member's picture is deleted when they run \
@@ -110,12 +113,16 @@ result by DM, except those made in age-restricted channels); `reset` forgets the
 `/queue`, `/cancel [job_id]`, `/quota` — your waiting jobs, stop one (never charged its \
 pictures; one you stop while it renders, the GPU time it used; an admin's stop is free), \
 your limits here.
-`/forget-me` — asks first, then erases your jobs, pictures, uploads, settings and presets \
-in every server and in DMs, for good (it cannot be undone), and deletes Easel's posts \
-of them in servers, U1–U4 reposts and the copies others asked for with DM me included \
-(copies sent to you by DM stay). What others \
-made from your public results (their V1–V4, Vary, 🔄, Remix or Upscale) is theirs and keeps \
-your prompt.
+`/forget-me` — asks first, then erases your jobs, pictures, uploads, settings and presets in \
+every server and in DMs, for good (it cannot be undone), and deletes Easel's posts of them \
+in servers (older results' too, except those gone from Easel's history before its December \
+2026 update: a moderator can delete those), U1–U4 reposts and the copies others asked for \
+with DM me included. What stays: copies sent to you by DM (yours to delete); what others \
+made from your public results (their V1–V4, Vary, 🔄, Remix or Upscale), theirs, with your \
+prompt; posts in channels Easel can no longer reach (its answer says so); your id on the \
+quota use of current periods until they end, and in a server's audit log and quota limits; \
+the host's backups until they expire; and a record that you asked (your id and when), so \
+that no backup put back undoes it.
 Pictures, prompts and buttons belong to the server and channel they were made in: others \
 see only what they may see there."""
 

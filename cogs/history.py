@@ -16,6 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.alt_text import picture_description, result_description
 from bot.compare_grid import comparison_png
 from bot.cooldowns import MemberCooldown
 from bot.history import (
@@ -262,7 +263,8 @@ ERASE_EVERYTHING = "Erase everything"
 FORGET_ME_ASK = (
     "**Erase all your Easel data?** In every server and in DMs: your jobs, pictures, uploads, "
     "settings and presets, and Easel's posts of them in channels; your quota records are "
-    "anonymised. This cannot be undone, and Easel keeps no copy. "
+    "anonymised. This cannot be undone. What stays (a record that you asked, others' "
+    "variations of your pictures…) is listed in `/help topic:privacy`. "
     f"Press **{ERASE_EVERYTHING}** within {FORGET_ME_CONFIRM_S / 60:.0f} minutes to go ahead; "
     "anything else keeps everything."
 )
@@ -730,6 +732,7 @@ class HistoryCog(commands.Cog):
                             f"easel-{job.job_id}",
                             limit,
                             spoiler=spoiler,
+                            description=result_description(job.job_id, len(paths), comparison=True),
                         )
                     ],
                 )
@@ -739,7 +742,11 @@ class HistoryCog(commands.Cog):
                     member_id,
                     lambda: [
                         fitted_file(
-                            path.read_bytes(), f"easel-{job.job_id}-{i}", limit, spoiler=spoiler
+                            path.read_bytes(),
+                            f"easel-{job.job_id}-{i}",
+                            limit,
+                            spoiler=spoiler,
+                            description=picture_description(job.job_id, i, len(paths)),
                         )
                         for i, path in enumerate(paths)
                     ],

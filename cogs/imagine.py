@@ -244,6 +244,7 @@ class ImagineCog(commands.Cog):
                 "imagine",
                 request,
                 private=asked.private,
+                saved_sampler=asked.saved_sampler,
                 repeat_seeds=[repeat.seed for repeat in repeats],
                 # Its pictures read once acknowledged; an Easel picture among them is the
                 # job's parent: withdrawn with it.

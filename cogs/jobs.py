@@ -13,14 +13,16 @@ from bot.jobs.queue import CancelOutcome, KeptEnd
 from bot.policy.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
 from cogs.common import acting_member, defer_thinking, queue_of, services_of, shown_prompt, tell
-from cogs.wording import NO_PROMPT, counted
+from cogs.wording import NO_PROMPT, STOPPED_BESIDE_OTHERS, counted
 
 CANCEL_MESSAGES = {
     CancelOutcome.CANCELLED: "Cancelled job `{}`; nothing was charged.",
     CancelOutcome.STOPPING: (
         "Job `{}` stops at the next step: you pay only for the GPU time used, no pictures."
     ),
-    CancelOutcome.STOPPING_FREE: "Job `{}` stops at the next step; nothing is charged.",
+    CancelOutcome.STOPPED_IN_BATCH: "Stopped job `{}`: " + STOPPED_BESIDE_OTHERS,
+    # Alone on its device it stops at the next step; beside others' pictures, at once for you.
+    CancelOutcome.STOPPING_FREE: "Stopped job `{}`; nothing is charged.",
     CancelOutcome.NOT_YOURS: "Job `{}` is not yours; only its owner or an admin can cancel it.",
     CancelOutcome.FINISHED: "Too late: job `{}` has already finished.",
     CancelOutcome.UNKNOWN: "There is no job `{}` here; `/queue` lists yours.",

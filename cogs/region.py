@@ -56,7 +56,6 @@ from cogs.results.buttons import (
 )
 from cogs.visibility import (
     CHANNEL_CHECK_FAILED,
-    CHANNEL_FETCH_TIMEOUT_S,
     DISCORD_FAILED,
     GuildChannelLike,
     HiddenFromEasel,
@@ -68,7 +67,8 @@ from cogs.visibility import (
     log_discord_failed,
     member_may_read,
     member_may_see,
-    thread_parent_of,
+    parent_unseen,
+    thread_parent,
     why_member_may_not_act_in,
 )
 from cogs.withdrawals import check_posts_there
@@ -89,6 +89,7 @@ _GONE = "That picture is no longer in the history; make a new one with /imagine.
 _DISCORD_FAILED = "Discord did not answer; submit again in a minute."
 _OUT_OF_SIGHT = "You can no longer see the channel this picture was made in."
 _EASEL_LOST_SIGHT = "Easel can no longer see the channel or thread this picture is in."
+_EASEL_LEFT = "Easel is no longer in that server."
 _AGE_UNANSWERED = (
     "Discord did not say whether the channel this picture was made in is age-restricted; "
     "click Vary (Region) again in a moment."
@@ -198,11 +199,20 @@ class RegionOffers:
             private=await keeps_private(interaction, job),
         )
         view = discord.ui.View(timeout=None)
-        view.add_item(WordsButton(job.job_id, idx))
+        # Words are offered only where they work (CLIPSeg installed): the page alone is said
+        # to take the keyboard too, as it does.
+        in_words = missing_model_sentence(self._models_dir) is None
+        if in_words:
+            view.add_item(WordsButton(job.job_id, idx))
         view.add_item(discord.ui.Button(label="Paint the region", url=self.web.url_for(token)))
+        how = (
+            "describe it in words, or paint it on the page"
+            if in_words
+            else "paint it on the page, with a mouse, a finger or the keyboard"
+        )
         await interaction.response.send_message(
-            "Say which part to repaint: describe it in words, or paint it on the page "
-            "(the link is yours alone, works once and expires in 15 minutes).",
+            f"Say which part to repaint: {how} (the link is yours alone, works once and "
+            "expires in 15 minutes).",
             view=view,
             ephemeral=True,
         )
@@ -314,15 +324,18 @@ class RegionOffers:
 
     # The web page (bot.web.server.RegionEditor).
 
-    async def _linked_job(self, link: RegionLink) -> tuple[StoredJob, int | None]:
+    async def _linked_job(
+        self, link: RegionLink, *, recently: bool
+    ) -> tuple[StoredJob, int | None]:
         """The link's job, still in the server it was made in, its picture still stored and
         still shown (not withdrawn, no word banned since: the page shows it too), while Easel
         is still enabled in the link's channel (its rules of now, as a button there reads: a
-        thread with its channel); with that thread's channel (None: not a thread)."""
+        thread with its channel); with that thread's channel (None: not a thread).
+        ``recently``: as ``_member``."""
         job = await self._services.history.job(link.job_id)
         if job is None or job.guild_id != link.guild_id or link.idx >= len(job.image_paths):
             raise LinkRefused(_GONE, Reason.INPUT)
-        parent = await self._thread_parent(link, job)
+        parent = await self._thread_parent(link, job, recently=recently)
         try:
             await self._services.guild_policy.check_channel(link.guild_id, link.channel_id, parent)
         except UserError:
@@ -336,21 +349,23 @@ class RegionOffers:
             raise LinkRefused(str(refused), refused.reason) from None
         return job, parent
 
-    async def _thread_parent(self, link: RegionLink, job: StoredJob) -> int | None:
+    async def _thread_parent(
+        self, link: RegionLink, job: StoredJob, *, recently: bool
+    ) -> int | None:
         """The channel of the thread the link was made in: the job's, journaled at its submit,
         where the job was made there (Discord may not show Easel a private thread); else the
-        cache's or Discord's (``thread_parent_of``). None: not a thread."""
+        link's channel as ``_member_may_act`` reads it next (``_channel``: a page asks Discord
+        once for both). None: not a thread. A channel Discord hides from Easel is refused as
+        Easel's sight lost (whether Easel is enabled there cannot be told), one of a server
+        Easel is not in as such."""
         if link.guild_id is None or link.channel_id is None:
             return None
         if link.channel_id == job.channel_id and job.thread_parent_id is not None:
             return job.thread_parent_id
-        try:
-            return await thread_parent_of(
-                self._client, link.guild_id, link.channel_id, CHANNEL_FETCH_TIMEOUT_S
-            )
-        except CHANNEL_CHECK_FAILED as failed:
-            log_discord_failed(f"what channel {link.channel_id} is (a Vary (Region) link)", failed)
-            raise DiscordDidNotAnswer(_DISCORD_FAILED) from None
+        guild = self._client.get_guild(link.guild_id)
+        if guild is None:
+            raise LinkRefused(_EASEL_LEFT, Reason.CHANNEL)
+        return thread_parent(await self._channel(guild, link.channel_id, recently=recently))
 
     def _check_served(self, link: RegionLink) -> None:
         """Refused, in the words of a command there, where Easel no longer serves the link's
@@ -364,7 +379,7 @@ class RegionOffers:
         (``_member_may_act``), each time they are served: a link shows nothing to a member who
         left the server or lost the channel since it was made."""
         self._check_served(link)
-        job, _ = await self._linked_job(link)
+        job, _ = await self._linked_job(link, recently=True)
         await self._member_may_act(link, job, recently=True)
         return job.image_paths[link.idx]
 
@@ -388,12 +403,12 @@ class RegionOffers:
         # stop heard before it is Discord's answer (gone, in a timeout) and one heard after it
         # is the record's (an old link of a kicked member who joined again works).
         began_at = time.time()
-        job, thread_parent_id = await self._linked_job(link)
+        job, thread_parent_id = await self._linked_job(link, recently=False)
         try:  # a deletion Easel did not hear (offline, a gateway gap): as a button's new job
             await check_posts_there(self._client, self._services, job)
         except UserError as refused:
             raise LinkRefused(str(refused), refused.reason) from None
-        roles, is_admin, age_restricted = await self._member_may_act(link, job)
+        roles, is_admin, channel = await self._member_may_act(link, job)
         # Decoded once, off the loop: its sides are those of the mask written, turned by an EXIF
         # orientation (a PNG's after its pixels is read only by decoding).
         work = self._services.picture_work
@@ -418,8 +433,10 @@ class RegionOffers:
             link.channel_id,
             roles,
             is_admin,
-            age_restricted,
+            is_age_restricted(channel),
             thread_parent_id=thread_parent_id,
+            # Discord hides such a channel's flag from Easel: counted as age-restricted.
+            parent_unseen=parent_unseen(channel),
         )
         submission = await admitted_submission(
             self._services,
@@ -499,8 +516,8 @@ class RegionOffers:
 
     async def _member_may_act(
         self, link: RegionLink, job: StoredJob, *, recently: bool = False
-    ) -> tuple[tuple[int, ...], bool, bool]:
-        """The member's roles, admin power and the channel's age restriction now; refused
+    ) -> tuple[tuple[int, ...], bool, GuildChannelLike | None]:
+        """The member's roles, admin power and the link's channel as it is now; refused
         when they left the server or the channel is out of their sight (another's job: when
         they can no longer read it), as a click there would be
         (``cogs.visibility.check_member_may_read_channel``), and while Discord fails. A link
@@ -510,10 +527,10 @@ class RegionOffers:
         the cache lacks (an archived thread) is asked of Discord; ``recently``: the member
         as Discord said a moment ago will do (``_member``)."""
         if link.guild_id is None:
-            return (), False, False
+            return (), False, None
         guild = self._client.get_guild(link.guild_id)
         if guild is None:
-            raise LinkRefused("Easel is no longer in that server.", Reason.CHANNEL)
+            raise LinkRefused(_EASEL_LEFT, Reason.CHANNEL)
         member = await self._member(guild, link.user_id, recently=recently)
         channel = await self._channel(guild, link.channel_id, recently=recently)
         recent = self._services.thread_members
@@ -544,7 +561,7 @@ class RegionOffers:
         permissions = member.guild_permissions
         roles = tuple(role.id for role in member.roles if role.id != guild.id)
         is_admin = permissions.manage_guild or permissions.administrator
-        return roles, is_admin, is_age_restricted(channel)
+        return roles, is_admin, channel
 
     async def _kept_off_web_pages(self, guild_id: int | None, made_restricted: bool) -> bool:
         """The dashboard's rule (docs/security.md, "No age-restricted picture on the

@@ -114,6 +114,7 @@ class SettingsCog(commands.Cog):
             current = await self._settings.update(
                 user_id, changes, clear=reset, back_to_default=forgotten
             )
+            note = await _refused_by_the_default_here(interaction, sampler, clip_skip)
             heading = "Saved."
             if unset and not reset:
                 saved = any(value is not None for value in changes.values())
@@ -123,7 +124,25 @@ class SettingsCog(commands.Cog):
         else:
             current = await self._settings.get(user_id)
             heading = "Nothing changed; pass options to change them."
-        await tell(interaction, f"{heading}\n{describe_settings(current)}")
+            note = None
+        noted = "" if note is None else f"\n{note}"
+        await tell(interaction, f"{heading}\n{describe_settings(current)}{noted}")
+
+
+async def _refused_by_the_default_here(
+    interaction: discord.Interaction[Any], sampler: str | None, clip_skip: int | None
+) -> str | None:
+    """The note for a sampler or clip skip just saved that this server's default model
+    refuses (Flux: no clip skip; Flux schnell: Euler, UniPC), in the render's sentence; None:
+    none. It is saved all the same, not refused: /settings name no model and are the
+    member's on every server, each rendering them with its own default (an SD one takes
+    them) or with the model a request names; a render with this default still refuses it
+    (``check_preset_takes``, as for a preset naming no model). Only the values given are
+    read: one saved earlier is told where it is used."""
+    if sampler is None and clip_skip is None:
+        return None
+    saved = Preset(name="/settings", sampler=sampler, clip_skip=clip_skip)
+    return await check_preset_takes(services_of(interaction), saved, interaction.guild_id)
 
 
 def _unset(settings: UserSettings, name: SettingName) -> bool:

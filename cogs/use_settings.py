@@ -70,8 +70,9 @@ class UseSettingsCog(commands.Cog):
             settings = _settings_found(found, image.filename)
             await _render(interaction, settings, upload.made_from, private)
         elif infotext is not None and image is None:
-            personal = await services_of(interaction).member_settings.get(interaction.user.id)
-            await _render(interaction, infotext, None, personal.private_results)
+            # Before reading it and admission's plan: each may take a prompt's budget (2.5 s).
+            private = await acknowledge(interaction, may_be_free=True)
+            await _render(interaction, infotext, None, private)
         else:
             raise UserError("Give either `infotext` (the pasted settings) or `image` (a PNG).")
 
@@ -154,9 +155,17 @@ async def _render(
     )
     # Its notes quote the pasted text only where it holds none of the server's banned words.
     banned_words = await services.guild_policy.banned_words_where(interaction.guild_id)
-    imported = await asyncio.to_thread(
-        request_from_infotext_text, infotext, here, services.request_defaults, banned_words
+    # A grid's Template is drawn again (the prompt language): within a prompt's budget.
+    imported = await services.prompts.read(
+        interaction.user.id,
+        interaction.guild_id,
+        request_from_infotext_text,
+        infotext,
+        here,
+        services.request_defaults,
+        banned_words,
     )
+    # A grid made again that does not fit the member's quota: as many of it as fit.
     await submit_from_interaction(
-        interaction, "imagine", imported.request, made_from, private=private
+        interaction, "imagine", imported.request, made_from, private=private, as_many_as_fit=True
     )

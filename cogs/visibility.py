@@ -72,7 +72,13 @@ EASEL_LOST_SIGHT = (
 
 
 class HiddenFromEasel(Exception):
-    """Discord answered that Easel may not see the channel (``guild_channel``)."""
+    """Discord answered that Easel may not see the channel (``guild_channel``); with
+    ``made_age_restricted``, whether the hidden thread's channel makes its pictures
+    age-restricted (``age_restricted``)."""
+
+    def __init__(self, channel_id: int, *, age_restricted: bool = False) -> None:
+        super().__init__(channel_id)
+        self.age_restricted = age_restricted
 
 
 async def guild_channel(
@@ -438,9 +444,10 @@ async def made_age_restricted(
     age-restricted, and one Discord hides from Easel (a private thread it was not added to)
     too, unless not ``hidden_is_restricted``: then ``HiddenFromEasel`` is raised (a job
     journaled as made outside one may go to its maker's direct messages, as neither /show nor
-    its buttons bring it back there), unless the thread's channel (``thread_parent_id``,
-    journaled at submit) is age-restricted now, gone, or hidden from Easel too (Discord does
-    not show Easel such a channel's flag). Raises one of ``CHANNEL_CHECK_FAILED`` when Discord does
+    its buttons bring it back there), saying whether the thread's channel
+    (``thread_parent_id``, journaled at submit) is age-restricted now, gone, or hidden from
+    Easel too (Discord does not show Easel such a channel's flag): then its pictures are
+    (``HiddenFromEasel.age_restricted``). Raises one of ``CHANNEL_CHECK_FAILED`` when Discord does
     not answer what it is (within ``timeout_s`` each time: by default /show's, which answers
     within Discord's 3 s); a job journaled as age-restricted asks Discord nothing, nor one
     whose channel an earlier check of the same command ``fetched``."""
@@ -466,11 +473,10 @@ async def made_age_restricted(
     except discord.NotFound:
         return True
     except discord.Forbidden:
-        if hidden_is_restricted or await _parent_age_restricted(
-            client, guild, thread_parent_id, timeout_s
-        ):
+        if hidden_is_restricted:
             return True
-        raise HiddenFromEasel(channel_id) from None
+        restricted = await _parent_age_restricted(client, guild, thread_parent_id, timeout_s)
+        raise HiddenFromEasel(channel_id, age_restricted=restricted) from None
     return is_age_restricted(channel)
 
 

@@ -107,7 +107,8 @@ async def ask_again(conn: aiosqlite.Connection, asked: Mapping[int, float]) -> l
     they asked, from the record outside the database) that this database does not know it
     carried out (``erasures_done``: only one put back from a backup taken before the request
     lacks it) and whose member it still holds something of dated up to then: their jobs,
-    ledger rows not anonymised nor waiting to be, settings, own presets or refusals (a
+    ledger rows not anonymised nor waiting to be, settings, own presets, refusals or the
+    posts retention kept of their jobs (``pruned_posts``) (a
     request's own journal row, asked then or since, is left to its own run). One that finds
     nothing, nor a journal row, is marked carried out here. Set-based: a start with many
     requests recorded costs a few statements, not one per member. Returns the requests
@@ -133,6 +134,8 @@ async def ask_again(conn: aiosqlite.Connection, asked: Mapping[int, float]) -> l
             " AND updated_at <= a.asked_at)"
             " OR EXISTS (SELECT 1 FROM refusals WHERE user_id = a.user_id"
             " AND created_at <= a.asked_at)"
+            " OR EXISTS (SELECT 1 FROM pruned_posts WHERE user_id = a.user_id"
+            " AND made_at <= a.asked_at)"
             " ON CONFLICT (user_id) DO UPDATE SET asked_at = excluded.asked_at,"
             " application_id = NULL, interaction_token = NULL, again = 1"
             " WHERE excluded.asked_at > erasures.asked_at"

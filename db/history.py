@@ -248,8 +248,9 @@ async def withdraw_deleted_results(
     yet delivered (a Vary, Zoom Out, pan or reroll queued or rendering: its result is not
     posted), and the finished ones made from their pictures (``_withdraw_with_made_from``),
     theirs and so on; returns the jobs newly withdrawn, audited as ``audit`` says. The
-    deleted posts are unlinked: /forget-me has nothing left to delete there; their other
-    posts and copies by DM are left to delete."""
+    deleted posts are unlinked (those of jobs retention deleted too, ``pruned_posts``):
+    /forget-me has nothing left to delete there; their other posts and copies by DM are left
+    to delete."""
     if not message_ids:
         return []
     async with transaction(conn):
@@ -268,10 +269,11 @@ async def _withdraw_deleted_posts(
     marks = ", ".join("?" * len(message_ids))
     # Gone already: a delete a withdrawal left of one (a moderator deleting it before the
     # sweep did) is not asked of Discord again.
-    await conn.execute(
-        f"DELETE FROM pending_post_deletes WHERE message_id IN ({marks}) AND channel_id = ?",
-        (*message_ids, channel_id),
-    )
+    for table in ("pending_post_deletes", "pruned_posts"):
+        await conn.execute(
+            f"DELETE FROM {table} WHERE message_id IN ({marks}) AND channel_id = ?",
+            (*message_ids, channel_id),
+        )
     deleted = f"message_id IN ({marks}) AND guild_id = ? AND channel_id = ?"
     return await _withdraw_posted(conn, deleted, (*message_ids, guild_id, channel_id), now, audit)
 
@@ -294,6 +296,10 @@ async def withdraw_channel_results(
     async with transaction(conn):
         # Its messages went with it (a thread's are not known here: each answers "gone").
         await conn.execute("DELETE FROM pending_post_deletes WHERE channel_id = ?", (channel_id,))
+        await conn.execute(
+            "DELETE FROM pruned_posts WHERE channel_id = ? OR parent_id = ?",
+            (channel_id, channel_id),
+        )
         return await _withdraw_posted(
             conn,
             there,
@@ -737,19 +743,21 @@ async def record_copy(conn: aiosqlite.Connection, job_id: str, post: PostedMessa
 
 async def copy_deleted(conn: aiosqlite.Connection, message_id: int) -> None:
     """Easel's copy by DM ``message_id`` is deleted (its member's Delete): no withdrawal of
-    its job deletes it again."""
+    its job, nor its maker's /forget-me once retention deleted the job, deletes it again."""
     async with transaction(conn):
-        await conn.execute("DELETE FROM job_copies WHERE message_id = ?", (message_id,))
-        await conn.execute("DELETE FROM pending_post_deletes WHERE message_id = ?", (message_id,))
+        for table in ("job_copies", "pruned_posts", "pending_post_deletes"):
+            await conn.execute(f"DELETE FROM {table} WHERE message_id = ?", (message_id,))
 
 
 async def forget_copies_in(conn: aiosqlite.Connection, channel_id: int) -> None:
     """The records of Easel's copies by DM sent in ``channel_id``, a member's direct messages
-    (their /forget-me: nothing kept says what they asked for). The copies stay, theirs to
-    delete; a withdrawal no longer deletes them. Read by a scan (no index on the channel:
-    /forget-me is rare, the table small)."""
+    (their /forget-me: nothing kept says what they asked for), also of jobs retention deleted
+    (``pruned_posts``). The copies stay, theirs to delete; neither a withdrawal nor the
+    maker's /forget-me deletes them any more. ``job_copies`` is read by a scan (no index on
+    the channel: /forget-me is rare, the table small)."""
     async with transaction(conn):
-        await conn.execute("DELETE FROM job_copies WHERE channel_id = ?", (channel_id,))
+        for table in ("job_copies", "pruned_posts"):
+            await conn.execute(f"DELETE FROM {table} WHERE channel_id = ?", (channel_id,))
 
 
 async def unlinked_if_withdrawn(
@@ -783,7 +791,8 @@ async def unlink_result_message(conn: aiosqlite.Connection, job_id: str, message
 
 
 async def count_rows_of_user(conn: aiosqlite.Connection, user_id: int) -> int:
-    """Jobs, images, settings, preset and refusal rows that still name the member (0 after
+    """Jobs, images, settings, preset, refusal and kept post rows (``pruned_posts``) that
+    still name the member (0 after
     /forget-me). Only the tests call it, to prove that erase; its SQL lives here, with the
     erase's."""
     async with conn.execute(
@@ -791,8 +800,9 @@ async def count_rows_of_user(conn: aiosqlite.Connection, user_id: int) -> int:
         " + (SELECT COUNT(*) FROM images WHERE job_id IN (SELECT id FROM jobs WHERE user_id = ?))"
         " + (SELECT COUNT(*) FROM user_settings WHERE user_id = ?)"
         " + (SELECT COUNT(*) FROM presets WHERE scope = 'member' AND owner_id = ?)"
-        " + (SELECT COUNT(*) FROM refusals WHERE user_id = ?)",
-        (user_id, user_id, user_id, user_id, user_id),
+        " + (SELECT COUNT(*) FROM refusals WHERE user_id = ?)"
+        " + (SELECT COUNT(*) FROM pruned_posts WHERE user_id = ?)",
+        (user_id, user_id, user_id, user_id, user_id, user_id),
     ) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
@@ -827,6 +837,7 @@ async def _keep_withdrawn_pictures(
 # wait for one batch, not for all of a member's rows (one 1.4 s transaction at 20,000 jobs).
 ERASE_BATCH = 200
 ANONYMISE_BATCH = 1_000
+PRUNED_POSTS_BATCH = 1_000
 
 
 @dataclass(frozen=True)
@@ -850,8 +861,9 @@ async def erase_user(
     erased_batch: Callable[[ErasedJobs], Awaitable[None]] | None = None,
     saved_up_to: float | None = None,
 ) -> ErasedData:
-    """Delete the member's jobs made up to ``asked_at`` with their images rows and posts
-    (returned: ``ErasedData.posts``), anonymise their quota ledger rows
+    """Delete the member's jobs made up to ``asked_at`` with their images rows and posts, and
+    the posts retention kept of those it deleted (``pruned_posts``), all returned
+    (``ErasedData.posts``); anonymise their quota ledger rows
     (``db.quotas.anonymise_user`` says which rows wait, and why), then delete their settings,
     own presets and the refusals they were sent. Each step of many rows goes in short
     transactions (``ERASE_BATCH``, ``ANONYMISE_BATCH``), each counted in the request's journal
@@ -884,6 +896,12 @@ async def erase_user(
             posts += batch.posts
             if erased_batch is not None:
                 await erased_batch(batch)
+    while True:
+        async with transaction(conn):
+            pruned = await _erase_pruned_posts(conn, user_id, asked_at)
+        posts += pruned
+        if len(pruned) < PRUNED_POSTS_BATCH:
+            break
     anonymised = 0
     while True:
         async with transaction(conn):
@@ -947,6 +965,22 @@ async def _erase_jobs(
     return ErasedJobs(erased, image_paths, input_paths, posts)
 
 
+async def _erase_pruned_posts(
+    conn: aiosqlite.Connection, user_id: int, asked_at: float
+) -> tuple[PostedMessage, ...]:
+    """In the caller's transaction: at most ``PRUNED_POSTS_BATCH`` of the posts retention kept
+    of the member's jobs made up to ``asked_at`` (``pruned_posts``), unlinked, counted in the
+    request's journal and left to delete as the erased jobs' posts are."""
+    posts = await _left_to_delete(
+        conn,
+        "DELETE FROM pruned_posts WHERE message_id IN (SELECT message_id FROM pruned_posts"
+        " WHERE user_id = ? AND made_at <= ? LIMIT ?) RETURNING channel_id, message_id",
+        (user_id, asked_at, PRUNED_POSTS_BATCH),
+    )
+    await erasures.count_batch(conn, user_id, erasures.ErasedBatch([], [], []), len(posts))
+    return posts
+
+
 async def _inputs_read_by_batch_alone(conn: aiosqlite.Connection, batch: str) -> list[str]:
     """The pictures the batch's jobs (a JSON list) read that no other job reads
     (``job_inputs``: read through the batch and the path index, never every job's request)."""
@@ -967,11 +1001,21 @@ async def _unlink_posts(
     """Unlink and return the posts (or copies by DM) of the batch's jobs (a JSON list), by
     channel: their deletions, which Discord announces, then match no job. Each is left to
     delete (``pending_post_deletes``) until ``post_delete_settled``."""
-    rows = await conn.execute_fetchall(
+    return await _left_to_delete(
+        conn,
         f"DELETE FROM {table} WHERE job_id IN (SELECT value FROM json_each(?))"
         " RETURNING channel_id, message_id",
         (batch,),
     )
+
+
+async def _left_to_delete(
+    conn: aiosqlite.Connection, unlink: str, parameters: tuple[object, ...]
+) -> tuple[PostedMessage, ...]:
+    """Run ``unlink`` (a delete of posts' rows returning their channel and message ids), and
+    leave each of those posts to delete (``pending_post_deletes``) until
+    ``post_delete_settled``; returned by channel."""
+    rows = await conn.execute_fetchall(unlink, parameters)
     posts = tuple(sorted(PostedMessage(int(channel), int(message)) for channel, message in rows))
     await conn.executemany(
         "INSERT OR IGNORE INTO pending_post_deletes (channel_id, message_id) VALUES (?, ?)",
@@ -1054,7 +1098,8 @@ async def prune_jobs(
     statements run between batches (a day of jobs in one delete holds the connection for
     seconds). Their files are the caller's (``bot.jobs.retention``), and their ledger rows
     ``db.quotas.prune_settled``'s. The pixels of those a moderator withdrew stay
-    (``withdrawn_pictures``)."""
+    (``withdrawn_pictures``), and the ids of their posts and copies by DM, for their makers'
+    /forget-me (``pruned_posts``)."""
     async with transaction(conn):
         # ``+status``: on jobs_finished, in the order of their end.
         rows = await conn.execute_fetchall(
@@ -1072,10 +1117,29 @@ async def prune_jobs(
         )
         batch = f"jobs.id IN ({placeholders})"
         await _keep_withdrawn_pictures(conn, batch, job_ids)
+        await _keep_posts_of_pruned(conn, batch, job_ids)
         # images and job_inputs go with their job (ON DELETE CASCADE).
         await conn.execute(f"DELETE FROM jobs WHERE {batch}", job_ids)
     return PrunedJobs(
         job_ids, tuple(str(row[0]) for row in pictures), tuple(str(row[0]) for row in inputs)
+    )
+
+
+async def _keep_posts_of_pruned(
+    conn: aiosqlite.Connection, condition: str, parameters: tuple[object, ...]
+) -> None:
+    """Before retention deletes the jobs ``condition`` selects: their posts and copies by DM
+    (which go with them) kept by id, with their maker (``pruned_posts``), for the maker's
+    /forget-me to delete (``_erase_pruned_posts``)."""
+    await conn.execute(
+        "INSERT OR IGNORE INTO pruned_posts (message_id, user_id, channel_id, parent_id, made_at)"
+        " SELECT posts.message_id, jobs.user_id, posts.channel_id, posts.parent_id,"
+        " jobs.created_at FROM jobs JOIN job_messages AS posts ON posts.job_id = jobs.id"
+        f" WHERE {condition}"
+        " UNION ALL SELECT copies.message_id, jobs.user_id, copies.channel_id, NULL,"
+        " jobs.created_at FROM jobs JOIN job_copies AS copies ON copies.job_id = jobs.id"
+        f" WHERE {condition}",
+        parameters * 2,
     )
 
 

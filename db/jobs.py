@@ -977,14 +977,39 @@ async def images_of(conn: aiosqlite.Connection, job_id: str) -> list[ImageRecord
         return [ImageRecord(**dict(row)) for row in await cursor.fetchall()]
 
 
-async def unfinished_outside(conn: aiosqlite.Connection, guild_id: int, channel_id: int) -> int:
-    """How many of the guild's jobs are queued or running in a channel other than
-    ``channel_id``, or in a thread of another: those an allowed-channels list of it alone ends
-    unposted. A thread's job journaled before 0041 (its channel not recorded) is counted."""
+async def unfinished_outside(
+    conn: aiosqlite.Connection, guild_id: int, channel_ids: Collection[int]
+) -> int:
+    """How many of the guild's jobs are queued or running in a channel not among
+    ``channel_ids``, or in a thread of one not among them: those an allowed-channels list of
+    them ends unposted. A thread's job journaled before 0041 (its channel not recorded) is
+    counted."""
     rows = await conn.execute_fetchall(
         "SELECT COUNT(*) FROM jobs WHERE guild_id = ?"
-        " AND status IN ('queued', 'running') AND channel_id IS NOT ?"
-        " AND thread_parent_id IS NOT ?",
-        (guild_id, channel_id, channel_id),
+        " AND status IN ('queued', 'running') AND NOT EXISTS"
+        " (SELECT 1 FROM json_each(?) WHERE value IN (channel_id, thread_parent_id))",
+        (guild_id, json.dumps(sorted(channel_ids))),
     )
     return int(next(iter(rows))[0])
+
+
+async def running_in(conn: aiosqlite.Connection, guild_id: int) -> list[JobRecord]:
+    """The guild's jobs rendering (running), in the order they were submitted: those a list
+    narrowed now may leave out, stopped rather than rendered to be withheld."""
+    async with conn.execute(
+        "SELECT * FROM jobs WHERE guild_id = ? AND status = 'running' ORDER BY created_at, rowid",
+        (guild_id,),
+    ) as cursor:
+        return [_job(row) for row in await cursor.fetchall()]
+
+
+async def unfinished_requests_in(
+    conn: aiosqlite.Connection, guild_id: int
+) -> list[tuple[str, str]]:
+    """The guild's jobs queued or running, each id with its journaled request's JSON."""
+    rows = await conn.execute_fetchall(
+        "SELECT id, request_json FROM jobs WHERE guild_id = ?"
+        " AND status IN ('queued', 'running') ORDER BY created_at, rowid",
+        (guild_id,),
+    )
+    return [(str(job_id), str(request_json)) for job_id, request_json in rows]

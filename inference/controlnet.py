@@ -32,6 +32,7 @@ from inference.control_units import (
     controlnet_files,
     unknown_controlnet,
 )
+from inference.file_versions import FileStamp, file_stamp
 from inference.images import load_input_image
 from inference.preprocessors import control_map
 from inference.registry import SIDECAR_SUFFIX, ModelRegistry
@@ -183,7 +184,7 @@ class ControlNetCache:
     """One device's ControlNets, kept while renders keep asking for them."""
 
     def __init__(self) -> None:
-        self._loaded: dict[tuple[Path, float], Any] = {}
+        self._loaded: dict[tuple[Path, FileStamp], Any] = {}
 
     def controls(
         self,
@@ -202,7 +203,7 @@ class ControlNetCache:
         allowed = request.options.get(ALLOWED_CONTROLNETS_OPTION)
         choosable = {n: p for n, p in installed.items() if allowed is None or n in allowed}
         width = int(pipeline.unet.config.cross_attention_dim)
-        wanted: dict[tuple[Path, float], Any] = {}
+        wanted: dict[tuple[Path, FileStamp], Any] = {}
         controlnets = []
         for unit in units:
             name = _model_for(unit, choosable, width, listed=allowed is not None)
@@ -217,7 +218,7 @@ class ControlNetCache:
                     "2048); pick a ControlNet of the checkpoint's family"
                 )
             weights = _weights_file(path)
-            key = (path, weights.stat().st_mtime)
+            key = (path, file_stamp(weights))
             model = self._loaded.get(key) or wanted.get(key)
             if model is None:
                 model = load_controlnet(path, dtype).to(device)

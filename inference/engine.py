@@ -36,7 +36,13 @@ from inference.library_logs import through_process_logs
 from inference.limits import MAX_BATCH_IMAGES
 from inference.metadata import latent_channels_of
 from inference.model_cache import LoadedModel, ModelCache, load_pipeline, native_size
-from inference.passes.denoise import Denoiser, PassTools, fast_preset_for
+from inference.passes.denoise import (
+    BlankRows,
+    Denoiser,
+    PassTools,
+    blank_pictures,
+    fast_preset_for,
+)
 from inference.passes.faces import check_faces, check_faces_model, faces_of_picture
 from inference.passes.flow import render_flow_group
 from inference.passes.img2img import RenderInputs, load_inputs, outpainted
@@ -58,8 +64,10 @@ from inference.quantization import Quantize, quantize_problem
 from inference.registry import ModelEntry, ModelRegistry
 from inference.sizes import with_default_size
 from inference.types import (
+    PartlyRendered,
     ProgressCallback,
     RenderedImage,
+    RenderFailed,
     RenderInputError,
     RenderRequest,
     StepProgress,
@@ -267,7 +275,8 @@ class Engine:
         Each picture matches its solo render up to float rounding (see the tests' tolerance).
         Other modes carry per-request pictures and are rendered one request at a time.
         Each progress report names the request it is for (``StepProgress.request_index``),
-        and its preview shows that request's pictures alone.
+        and its preview shows that request's pictures alone. A request of several whose
+        pictures came out blank fails alone: ``PartlyRendered`` carries the others' pictures.
         """
         with ordered_progress(progress, self.tools.encoder) as reports:
             return self._without_graphs_if_short(
@@ -330,6 +339,9 @@ class Engine:
         # text says of its own request, ``OwnRequest``) is shared: the first request stands
         # for the batch.
         owners = [index for index, jobs in enumerate(jobs_per_request) for _ in jobs]
+        # One member's blank picture is no reason to render the others' again (alone, a
+        # request's blank picture fails the call at once).
+        blank = BlankRows()
         images = self._run(
             model,
             requests[0],
@@ -337,12 +349,21 @@ class Engine:
             RenderInputs(),
             None if progress is None else BatchProgress(progress, owners),
             cancel,
+            blank if len(requests) > 1 else None,
         )
-        results: list[list[RenderedImage]] = []
-        for jobs in jobs_per_request:
-            results.append(images[: len(jobs)])
-            images = images[len(jobs) :]
-        return results
+        results: dict[int, list[RenderedImage]] = {}
+        failures: dict[int, RenderFailed] = {}
+        first = 0  # the index of the request's first picture among the batch's
+        for index, jobs in enumerate(jobs_per_request):
+            blank_jobs = [job for row, job in enumerate(jobs, first) if row in blank.rows]
+            if blank_jobs:
+                failures[index] = blank_pictures(blank_jobs, self.dtype)
+            else:
+                results[index] = images[first : first + len(jobs)]
+            first += len(jobs)
+        if failures:
+            raise PartlyRendered(results, failures)
+        return list(results.values())
 
     def _render_one_by_one(
         self,
@@ -428,9 +449,12 @@ class Engine:
         inputs: RenderInputs,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
+        blank: BlankRows | None = None,
     ) -> list[RenderedImage]:
         """Render ``jobs``; pictures whose prompts ask for different LoRA sets (wildcards can
-        pick LoRAs per picture) run in separate pipeline calls, in their original order."""
+        pick LoRAs per picture) run in separate pipeline calls, in their original order.
+        ``blank``: where pictures that decode blank are set aside, by their index in ``jobs``
+        (None: they fail the render)."""
         check_faces_model(model, request)  # before any step: SD3/Flux cannot fix faces
         preset = fast_preset_for(model, request)
         if preset is not None:
@@ -441,6 +465,7 @@ class Engine:
         rendered: dict[int, RenderedImage] = {}
         for indices in groups.values():
             group = [jobs[index] for index in indices]
+            set_aside = None if blank is None else BlankRows()
             # A batch's reports go to the requests whose pictures this call renders.
             reports = (
                 progress.of_pictures(indices) if isinstance(progress, BatchProgress) else progress
@@ -455,21 +480,24 @@ class Engine:
                     reports,
                     cancel,
                     self.tools,
+                    set_aside,
                 )
-                rendered.update(zip(indices, images, strict=True))
-                continue
-            with job_networks(self.registry, self.models, model, request, group) as networks:
-                images = render_group(
-                    model,
-                    request,
-                    group,
-                    inputs,
-                    networks,
-                    reports,
-                    cancel,
-                    self.tools,
-                )
+            else:
+                with job_networks(self.registry, self.models, model, request, group) as networks:
+                    images = render_group(
+                        model,
+                        request,
+                        group,
+                        inputs,
+                        networks,
+                        reports,
+                        cancel,
+                        self.tools,
+                        set_aside,
+                    )
             rendered.update(zip(indices, images, strict=True))
+            if blank is not None and set_aside is not None:  # by their index in ``jobs``
+                blank.rows.update(indices[row] for row in set_aside.rows)
         return [rendered[index] for index in range(len(jobs))]
 
 

@@ -26,6 +26,7 @@ from PIL import Image
 from spandrel import ImageModelDescriptor
 
 from inference.face_options import HAAR_DETECTOR
+from inference.file_versions import file_stamp
 from inference.model_upscale import SpandrelModel, read_spandrel_model
 from inference.types import RenderInputError
 
@@ -164,7 +165,7 @@ class FaceRestorer(SpandrelModel):
 
 def load_face_restorer(name: str, path: Path, device: str) -> FaceRestorer:
     """Load ``path`` with spandrel; refuse anything that is not an RGB face restorer."""
-    modified = path.stat().st_mtime
+    stamp = file_stamp(path)
     descriptor = read_spandrel_model(path, f"face restorer {name!r}")
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.purpose != "FaceSR":
         raise RenderInputError(
@@ -175,7 +176,7 @@ def load_face_restorer(name: str, path: Path, device: str) -> FaceRestorer:
         raise RenderInputError(f"face restorer {name!r} does not work on RGB pictures")
     # Restorers run in float32: spandrel's face models do not support half precision.
     descriptor.to(torch.device(device), torch.float32).eval()
-    return FaceRestorer(name, path, modified, descriptor)
+    return FaceRestorer(name, path, stamp, descriptor)
 
 
 def restore_faces(restorer: FaceRestorer, image: Image.Image, faces: list[FaceBox]) -> Image.Image:

@@ -27,6 +27,22 @@ LISTING_SETTLED_NS = 3_000_000_000
 log = logging.getLogger(__name__)
 
 
+# A file's version as a cache keeps what it loaded by: device, inode, mtime and change time
+# (ns), size. A file replaced under its name (``mv``, ``os.replace``, a symbolic link moved)
+# has another inode; one written in place another size or mtime, and, even copied with its
+# mtime kept (``cp -p``, ``rsync -a``), another change time. None: missing or unreadable.
+FileStamp = tuple[int, int, int, int, int] | None
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """``path``'s version now (links followed): one ``stat``."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size
+
+
 # Every cache, for ``forget_files``.
 _ALL: list[PerFileVersion[Any]] = []
 

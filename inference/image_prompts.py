@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from inference.metadata import (
     FLOW_LABELS,
-    checkpoint_family,
     safetensors_header,
     second_side,
+    tensor_family,
 )
 from inference.names import as_typed
 from inference.not_installed import not_installed
@@ -288,7 +288,7 @@ def check_image_prompt_fits(
         entry = registry.resolve(model, default)
     except RenderInputError:
         return  # refused where every request's model is, without listing every installed one
-    family = checkpoint_family(entry)
+    family = tensor_family(entry)  # as the engine loads it, not a merge's stale metadata
     if family in FLOW_LABELS:
         raise RenderInputError(
             f"IP-Adapter (--sref, /blend) does not work with {family} models here"

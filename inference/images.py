@@ -314,10 +314,16 @@ def inpaint_canvas(
     )
 
 
+def grid_shape(count: int) -> tuple[int, int]:
+    """The columns and rows of ``picture_grid``'s grid of ``count`` pictures, filled a row at
+    a time from the top left."""
+    columns = math.ceil(math.sqrt(count))
+    return columns, math.ceil(count / columns)
+
+
 def picture_grid(pictures: list[Image.Image]) -> Image.Image:
     """The pictures in a near-square grid (2x2 for four), cells as large as the largest."""
-    columns = math.ceil(math.sqrt(len(pictures)))
-    rows = math.ceil(len(pictures) / columns)
+    columns, rows = grid_shape(len(pictures))
     cell_w = max(p.width for p in pictures)
     cell_h = max(p.height for p in pictures)
     grid = Image.new("RGB", (columns * cell_w, rows * cell_h))

@@ -29,6 +29,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+from inference.file_versions import FileStamp, file_stamp
 from inference.image_prompts import (
     DEFAULT_WEIGHTS,
     IPADAPTER_FOLDER,
@@ -39,7 +40,7 @@ from inference.image_prompts import (
     image_prompt_infotext,
 )
 from inference.images import load_input_image
-from inference.registry import ModelRegistry
+from inference.registry import ModelRegistry, loaded_weights
 from inference.types import RenderInputError, RenderRequest
 
 ADAPTER_HASH_DIGITS = 8
@@ -162,8 +163,9 @@ class ImagePromptCache:
     def __init__(self) -> None:
         # By file and modification time; built for one UNet (held weakly: the model cache
         # decides how long a UNet lives, and a new one may get a dead one's id()).
-        self._adapters: dict[tuple[Path, float], tuple[weakref.ref[Any], _Adapter]] = {}
-        self._encoders: dict[tuple[Path, float], _Encoder] = {}
+        self._adapters: dict[tuple[Path, FileStamp], tuple[weakref.ref[Any], _Adapter]] = {}
+        # By the versions of the encoder's config and weights.
+        self._encoders: dict[tuple[Path, tuple[FileStamp, ...]], _Encoder] = {}
 
     def prompting(
         self,
@@ -212,7 +214,7 @@ class ImagePromptCache:
         device: str,
         dtype: torch.dtype,
     ) -> _Adapter:
-        key = (path, path.stat().st_mtime)
+        key = (path, file_stamp(path))
         built_for, adapter = self._adapters.get(key, (None, None))
         if adapter is None or built_for is None or built_for() is not unet:
             state = read_adapter(path)  # only when not loaded: adapters reach 1 GB
@@ -244,7 +246,8 @@ class ImagePromptCache:
                 f"the IP-Adapter has no image encoder: put its CLIP vision model (config.json "
                 f"and weights) in EASEL_MODELS_DIR/{IPADAPTER_FOLDER}/{folder.name}/"
             )
-        key = (folder, config.stat().st_mtime)
+        files = [config, *loaded_weights(folder, "transformers")]
+        key = (folder, tuple(map(file_stamp, files)))
         encoder = self._encoders.get(key)
         if encoder is None:
             model: Any = CLIPVisionModelWithProjection.from_pretrained(

@@ -324,18 +324,20 @@ def _vae_latent_channels(path: Path, mtime_ns: int, size: int) -> int | None:
 def checkpoint_family(entry: ModelEntry) -> str:
     """The model family as people say it (``SDXL``), from a diffusers folder's configs or a
     single file's tensor names and metadata; pickles are not opened for a list."""
-    return _families(entry)[1]
+    return model_families(entry)[1]
 
 
 def tensor_family(entry: ModelEntry) -> str:
     """The family the engine loads ``entry`` as: a diffusers folder's configs or a single
     file's tensor names, never its metadata, which may name another base model (a merge's
     stale kohya fields); ``UNKNOWN`` when they tell none (its load tells)."""
-    return _families(entry)[0]
+    return model_families(entry)[0]
 
 
-def _families(entry: ModelEntry) -> tuple[str, str]:
-    """``entry``'s family as its tensors tell it, and as people say it."""
+def model_families(entry: ModelEntry) -> tuple[str, str]:
+    """``entry``'s family as its tensors tell it (``tensor_family``), and as people say it
+    (``checkpoint_family``): one read for both, where a diffusers folder's configs and a
+    GGUF's header are read again on every call (a single file's are cached)."""
     try:
         if entry.format == "diffusers":
             family = _diffusers_family(entry.path)
@@ -355,17 +357,18 @@ def _families(entry: ModelEntry) -> tuple[str, str]:
 
 
 def reads_textual_inversion(family: str) -> bool:
-    """Whether a model of ``family`` (as ``checkpoint_family`` says it) may read
+    """Whether a model of ``family`` (as ``tensor_family`` says it) may read
     textual-inversion embeddings: SD3 and Flux take none (they read the names as words); an
     unknown family may."""
     return family not in FLOW_LABELS
 
 
 def latent_channels_of(entry: ModelEntry) -> int | None:
-    """The latent channels ``entry``'s VAE decodes, from its family (header only, cached):
-    16 for SD3 and Flux, 4 for the SD families, None when the family is unknown (its
+    """The latent channels ``entry``'s VAE decodes, from its family as the engine loads it
+    (``tensor_family``: header only, cached; not the metadata, which may name another base
+    model): 16 for SD3 and Flux, 4 for the SD families, None when the family is unknown (its
     loading tells)."""
-    family = checkpoint_family(entry)
+    family = tensor_family(entry)
     if family in FLOW_LABELS:
         return 16
     return 4 if family in _SD_LABELS else None

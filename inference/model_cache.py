@@ -2,10 +2,15 @@
 count and a memory budget (``EASEL_MODEL_CACHE_GB``), plus the last VAE override and model
 upscaler, each kept while it is asked for again. A model is compiled as it loads when the
 engine has a compiler (``inference.compile``).
+
+Each model and VAE override is kept with its files' versions (``file_versions.file_stamp``)
+and the hash of the weights loaded: one replaced under its name is loaded again at its next
+use (a ``stat`` per file and job), and the infotext gives the hash of what rendered.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import json
@@ -32,6 +37,7 @@ from inference.cuda_graphs import (
 )
 from inference.faces import FaceRestorer, load_face_restorer
 from inference.family_rules import REFINER_FAMILY, refiner_as_model
+from inference.file_versions import FileStamp, file_stamp
 from inference.flow_families import FlowFamily, flow_family
 from inference.memory import DEFAULT_NATIVE_SIDE, VAE_SCALE, sample_size
 from inference.metadata import checkpoint_family
@@ -39,7 +45,7 @@ from inference.model_upscale import SpandrelModel, TileDone, load_upscaler, mode
 from inference.networks import load_vae
 from inference.preview import LatentPreviewer
 from inference.quantization import Quantize, gguf_denoiser, quantize_denoiser, tensor_bytes
-from inference.registry import ModelEntry, ModelRegistry
+from inference.registry import SIDECAR_SUFFIX, ModelEntry, ModelRegistry, stat_and_problem
 from inference.types import RenderFailed
 from inference.upscale import lanczos_upscale
 
@@ -50,7 +56,52 @@ INPAINTING_UNET_CHANNELS = 9
 
 PipelineTask = Literal["txt2img", "img2img", "inpaint"]
 Kept = TypeVar("Kept", bound=SpandrelModel)
+Read = TypeVar("Read")
 _TASK_PIPELINES = {"img2img": AutoPipelineForImage2Image, "inpaint": AutoPipelineForInpainting}
+# Loads of a model or VAE whose files changed while it was read (a copy ending) before the job
+# fails (refunded) rather than render weights its infotext's hash is not of.
+READ_TRIES = 3
+# The fields of a ``FileStamp``, as the log names those that changed.
+_STAMP_FIELDS = ("device", "inode", "modification time", "change time", "size")
+# Fields that change with no new content: a file system whose inode numbers are not stable
+# (CIFS ``noserverino``, FUSE without ``use_ino``), a ``chmod``/``chown``, a hard-link snapshot.
+_METADATA_FIELDS = frozenset({"device", "inode", "change time"})
+
+
+def stamped_files(entry: ModelEntry) -> tuple[Path, ...]:
+    """The files whose versions say which weights ``entry`` loads: its file or folder (links
+    followed: a folder swapped by a link), the file its hash is of (a diffusers folder's
+    denoiser weights), and a single file's sidecar config folder (one added or removed)."""
+    files = [entry.path, entry.hashed_file]
+    if entry.format != "diffusers":
+        files.append(entry.path.with_name(entry.path.stem + SIDECAR_SUFFIX))
+    return tuple(dict.fromkeys(files))
+
+
+def stamps_of(files: tuple[Path, ...]) -> tuple[FileStamp, ...]:
+    return tuple(file_stamp(file) for file in files)
+
+
+def reload_warning(what: str, before: tuple[FileStamp, ...], after: tuple[FileStamp, ...]) -> str:
+    """The operator's line for ``what`` loaded again because its files' versions went from
+    ``before`` to ``after``, naming the fields that changed: when none is its size or
+    modification time, the content is likely the same, and each such change costs a load."""
+    changed: dict[str, None] = {}
+    for old, new in zip(before, after, strict=True):
+        if old is None or new is None:
+            if old != new:
+                changed["added" if old is None else "removed"] = None
+            continue
+        for name, was, now in zip(_STAMP_FIELDS, old, new, strict=True):
+            if was != now:
+                changed[name] = None
+    line = f"{what} changed on disk ({', '.join(changed)}): loading it again"
+    if changed.keys() <= _METADATA_FIELDS:
+        line += (
+            "; its size and modification time are the same, so likely not its content: a file "
+            "system whose inode numbers are not stable, or a chmod/chown, reloads it each time"
+        )
+    return line
 
 
 @dataclass
@@ -62,6 +113,10 @@ class LoadedModel:
     # What the infotext calls its denoiser's quantization (Q8_0, int8); None: not quantized.
     quantization: str | None = None
     task_pipelines: dict[str, Any] = field(default_factory=dict)
+    # ``stamped_files(entry)`` and their versions before the load: another version is a
+    # replaced model, loaded again at its next use.
+    files: tuple[Path, ...] = ()
+    stamps: tuple[FileStamp, ...] = ()
 
     @property
     def weight_bytes(self) -> int:
@@ -110,6 +165,17 @@ class LoadedModel:
             pipeline.set_progress_bar_config(disable=True)  # from_pipe does not carry it over
             self.task_pipelines[task] = pipeline
         return self.task_pipelines[task]
+
+
+@dataclass(frozen=True)
+class VaeOverride:
+    """A VAE file loaded for a model's pipeline, the file's version then, and its SHA-256."""
+
+    path: Path
+    model: LoadedModel
+    stamp: FileStamp
+    vae: Any  # the AutoencoderKL replacing the model's own
+    sha256: str
 
 
 class LastLoaded(Generic[Kept]):
@@ -162,8 +228,8 @@ class ModelCache:
         self.graph_recorders = None if compiler is not None or cpu_offload else graph_recorders
         self.quantize = quantize
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
-        # The last VAE override, kept while it is asked for again: (file, model, VAE).
-        self._vae_override: tuple[Path, LoadedModel, Any] | None = None
+        # The last VAE override, kept while it is asked for again.
+        self._vae_override: VaeOverride | None = None
         self._upscaler = LastLoaded(load_upscaler)
         self._face_restorer = LastLoaded(load_face_restorer)
         # The last SDXL refiner, kept (beside the base model) while it is asked for again.
@@ -184,9 +250,12 @@ class ModelCache:
 
     def load(self, entry: ModelEntry) -> LoadedModel:
         cached = self.loaded.get(entry.name)
-        if cached is not None and cached.entry == entry:
+        if cached is not None and cached.entry == entry and self._current(cached):
             self.loaded.move_to_end(entry.name)
             return cached
+        if cached is not None:  # dropped before its new version loads, never both in memory
+            self._forget(self.loaded.pop(entry.name))
+            del cached
         if checkpoint_family(entry) == REFINER_FAMILY:
             raise refiner_as_model(entry.name)
         while len(self.loaded) >= self.max_loaded_models:
@@ -200,22 +269,72 @@ class ModelCache:
     def refiner(self, entry: ModelEntry) -> LoadedModel:
         """The SDXL refiner ``entry``, held beside the loaded base models (not counted in
         ``max_loaded_models``): both are in memory while the refined pictures render."""
-        cached = self._refiner
-        if cached is not None and cached.entry == entry:
-            return cached
-        self._refiner = None  # drop the old one before loading the next
+        if (
+            self._refiner is not None
+            and self._refiner.entry == entry
+            and self._current(self._refiner)
+        ):
+            return self._refiner
+        self._refiner = None  # drop the old one before loading the next (no reference kept)
         self.release_device_memory()
         self._refiner = self._read(entry)
         self._fit_memory_budget()  # base models beyond the last one make room
         return self._refiner
 
+    def _current(self, model: LoadedModel) -> bool:
+        """Whether ``model``'s files are as it was loaded from, or their new version would
+        not load yet (being copied over, removed): the weights loaded, whose hash the
+        infotext gives, serve the jobs until it does."""
+        stamps = stamps_of(model.files)
+        if stamps == model.stamps:
+            return True
+        problem = self.registry.load_problem(model.entry)
+        if problem is not None:
+            log.info("model %s changed on disk, not loadable yet (%s)", model.entry.name, problem)
+            return True
+        log.warning(reload_warning(f"model {model.entry.name}", model.stamps, stamps))
+        return False
+
     def _read(self, entry: ModelEntry) -> LoadedModel:
         """``_on_device``, named by ``reading`` meanwhile."""
         self.reading = entry.name
         try:
-            return self._on_device(entry)
+            files = stamped_files(entry)
+            loaded, stamps = self._unchanged_while_read(
+                f"model {entry.name}",
+                files,
+                lambda: self._on_device(entry),
+                lambda: self.registry.load_problem(entry),
+            )
+            return dataclasses.replace(loaded, files=files, stamps=stamps)
         finally:
             self.reading = None
+
+    def _unchanged_while_read(
+        self,
+        what: str,
+        files: tuple[Path, ...],
+        read: Callable[[], Read],
+        problem: Callable[[], str | None],
+    ) -> tuple[Read, tuple[FileStamp, ...]]:
+        """``read()`` (a load and its hash) and the versions of ``files`` it read, the same
+        before and after it: read again when they changed meanwhile, else the hash could be
+        of another version than the weights. Not read again while ``problem()`` says the new
+        version would not load (a copy under way): refused, as its look-up would have been."""
+        for attempt in range(READ_TRIES):
+            if attempt > 0 and (why := problem()) is not None:
+                raise RenderFailed(f"{what} cannot be loaded now: {why}")
+            before = stamps_of(files)
+            value = read()
+            if stamps_of(files) == before:
+                return value, before
+            del value  # freed before the next read
+            self.release_device_memory()
+            log.warning("%s changed on disk while it loaded: loading it again", what)
+        raise RenderFailed(
+            f"{what} kept changing on disk while it loaded (still being copied?): try again "
+            "in a minute"
+        )
 
     def _on_device(self, entry: ModelEntry) -> LoadedModel:
         """``entry`` read from disk and put on the device (offloaded, compiled as set)."""
@@ -250,14 +369,25 @@ class ModelCache:
             quantization=quantization,
         )
 
-    def vae_for(self, model: LoadedModel, path: Path) -> Any:
-        cached = self._vae_override
-        if cached is not None and cached[0] == path and cached[1] is model:
-            return cached[2]
+    def vae_for(self, model: LoadedModel, path: Path) -> VaeOverride:
+        """The VAE in ``path`` for ``model``'s pipeline, loaded again once the file changed."""
+        kept = self._vae_override
+        if kept is not None and kept.path == path and kept.model is model:
+            stamp = file_stamp(path)
+            if stamp == kept.stamp:
+                return kept
+            log.warning(reload_warning(f"VAE {path.name}", (kept.stamp,), (stamp,)))
+        del kept
         self._vae_override = None  # drop the old one before loading the next
-        vae = load_vae(path, model.pipeline.vae)
-        self._vae_override = (path, model, vae)
-        return vae
+
+        def read() -> tuple[Any, str]:
+            return load_vae(path, model.pipeline.vae), self.registry.sha256(path)
+
+        (vae, sha256), (stamp,) = self._unchanged_while_read(
+            f"VAE {path.name}", (path,), read, lambda: stat_and_problem(path)[1]
+        )
+        self._vae_override = VaeOverride(path, model, stamp, vae, sha256)
+        return self._vae_override
 
     def enlarge(
         self,
@@ -290,10 +420,12 @@ class ModelCache:
             self.release_device_memory()
 
     def _evict_oldest(self) -> None:
-        _, evicted = self.loaded.popitem(last=False)
-        # A VAE override belongs to its model's pipeline: kept, it would keep the evicted
+        self._forget(self.loaded.popitem(last=False)[1])
+
+    def _forget(self, dropped: LoadedModel) -> None:
+        # A VAE override belongs to its model's pipeline: kept, it would keep the dropped
         # model (weights, CUDA graphs) alive until the next override.
-        if self._vae_override is not None and self._vae_override[1] is evicted:
+        if self._vae_override is not None and self._vae_override.model is dropped:
             self._vae_override = None
 
     def _cache_bytes(self) -> int:

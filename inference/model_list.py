@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.memory import gguf_quantization
-from inference.metadata import FAMILY_CONFIGS, checkpoint_family, reads_textual_inversion
+from inference.metadata import FAMILY_CONFIGS, model_families, reads_textual_inversion
 from inference.registry import DENOISER_FOLDERS, GGUF_SUFFIX, ModelEntry, ModelRegistry
 
 
@@ -23,6 +23,10 @@ from inference.registry import DENOISER_FOLDERS, GGUF_SUFFIX, ModelEntry, ModelR
 class ListedModel:
     family: str  # as people say it: SD 1.5, SDXL, Flux dev ("unknown" when unreadable)
     gguf: str | None  # the GGUF type most of its denoiser is packed in (Q8_0); None: none
+    # Whether it may read textual-inversion embeddings, by its family as the engine loads it
+    # (``tensor_family``): the metadata ``family`` may be read from can name another base
+    # model (a merge's stale field), an SD 1.5 file labelled SD 3.
+    reads_embeddings: bool
 
     @property
     def label(self) -> str:
@@ -31,7 +35,8 @@ class ListedModel:
 
 
 def listed_model(entry: ModelEntry) -> ListedModel:
-    return ListedModel(checkpoint_family(entry), gguf_quantization(entry))
+    by_tensors, as_said = model_families(entry)
+    return ListedModel(as_said, gguf_quantization(entry), reads_textual_inversion(by_tensors))
 
 
 def installed_models(registry: ModelRegistry) -> dict[str, ListedModel]:
@@ -42,10 +47,11 @@ def installed_models(registry: ModelRegistry) -> dict[str, ListedModel]:
 
 
 def models_without_embeddings(registry: ModelRegistry) -> list[str]:
-    """The installed models that take no textual inversion (SD3, Flux), from their headers
-    (read again only when their files change; blocking: a walk)."""
+    """The installed models that take no textual inversion (SD3, Flux), from their tensors'
+    family, not their metadata (headers read again only when their files change; blocking: a
+    walk)."""
     listed = installed_models(registry).items()
-    return [name for name, model in listed if not reads_textual_inversion(model.family)]
+    return [name for name, model in listed if not model.reads_embeddings]
 
 
 _Stat = tuple[int, int]  # size, mtime in ns; (-1, -1): missing or unreadable

@@ -26,6 +26,7 @@ from spandrel import (
     canonicalize_state_dict,
 )
 
+from inference.file_versions import FileStamp, file_stamp
 from inference.pickles import load_pickled_weights
 from inference.registry import NO_LONGER_INSTALLED, UPSCALER_PICKLE_SUFFIXES
 from inference.tiles import TileBlender, tile_spans
@@ -48,14 +49,12 @@ class SpandrelModel:
 
     name: str
     path: Path
-    modified: float  # the file's mtime when loaded: a replaced file is loaded again
+    stamp: FileStamp  # the file's version when loaded: a replaced file is loaded again
     descriptor: ImageModelDescriptor[Any]
 
     def is_current(self, path: Path) -> bool:
-        try:
-            return path == self.path and path.stat().st_mtime == self.modified
-        except FileNotFoundError:  # removed since: its loading says so
-            return False
+        # Removed since (no stamp): its loading says so.
+        return path == self.path and file_stamp(path) == self.stamp
 
     def finite(self, pixels: np.ndarray, kind: str) -> np.ndarray:
         """``pixels``, this model's output, unless they hold not-a-number or infinite values
@@ -82,10 +81,9 @@ class ModelUpscaler(SpandrelModel):
 def load_upscaler(name: str, path: Path, device: str) -> ModelUpscaler:
     """Load ``path`` with spandrel; refuse files that are not (super-resolution) upscalers."""
     what = f"upscaler {name!r}"
-    try:
-        modified = path.stat().st_mtime
-    except FileNotFoundError:  # removed since its folder was listed
-        raise _removed(what, path) from None
+    stamp = file_stamp(path)
+    if stamp is None:  # removed since its folder was listed
+        raise _removed(what, path)
     descriptor = read_spandrel_model(path, what)
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.scale < 2:
         raise RenderInputError(
@@ -100,7 +98,7 @@ def load_upscaler(name: str, path: Path, device: str) -> ModelUpscaler:
     # Half precision where the architecture allows it: half the memory, tensor-core speed.
     half = device.startswith("cuda") and descriptor.supports_half
     descriptor.to(torch.device(device), torch.float16 if half else torch.float32).eval()
-    return ModelUpscaler(name, path, modified, descriptor)
+    return ModelUpscaler(name, path, stamp, descriptor)
 
 
 def read_spandrel_model(path: Path, what: str) -> ModelDescriptor:

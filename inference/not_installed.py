@@ -25,16 +25,20 @@ class NotInstalled(RenderInputError):
         self.for_operator = for_operator or message
 
 
-def not_installed(what: str, where_it_goes: str, otherwise: str = "") -> NotInstalled:
+def not_installed(
+    what: str, where_it_goes: str, otherwise: str = "", *, asked: str = ""
+) -> NotInstalled:
     """``what`` is not installed on this server, ask an admin (then ``otherwise``, another way
     to the same end). ``where_it_goes``, naming the server's folder, goes to the log the first
-    time only."""
+    time only. ``asked``: the name a member typed, in their refusal only (typed text never
+    reaches the log)."""
     with _told_lock:
         first = (what, where_it_goes) not in _told
         _told.add((what, where_it_goes))
     if first:
         log.warning("%s is not installed: %s", what, where_it_goes)
-    member = f"{what} is not installed on this server: ask an admin{otherwise}"
+    named = f"{what} {asked!r}" if asked else what
+    member = f"{named} is not installed on this server: ask an admin{otherwise}"
     return NotInstalled(member, where_it_goes)
 
 

@@ -718,6 +718,17 @@ class ModelRegistry:
                 return problem
         return None
 
+    def load_problem(self, entry: ModelEntry) -> str | None:
+        """Why ``entry``'s weight files would not load now (one being copied over, cut short,
+        gone), looked at afresh (each header read once per file version); None when whole."""
+        try:
+            for file, problem in _file_problems(entry, []):
+                if problem is not None:
+                    return _part_problem(entry.path, file, problem)
+        except OSError as error:  # a diffusers folder gone
+            return unreadable(entry.path, error)
+        return None
+
     def unusable(self) -> dict[str, str]:
         """The checkpoints left out of ``scan``, by name, with why (``_problem_of``)."""
         return dict(self._scanned().unusable)
@@ -849,6 +860,18 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self.loadable())
 
+    def kept_names(self) -> list[str] | None:
+        """``names`` as the kept scan found them, while no directory of the checkpoint
+        folders' trees changed since (a ``stat`` each: no walk, no header read, so the event
+        loop may ask before a command's acknowledgement); None: no scan is kept, it no
+        longer holds, or it awaits a checkpoint whose copy ends in place (``awaited``): ask
+        ``names``, blocking. Past ``SCAN_MAX_AGE_NS`` all the same: a checkpoint written over
+        in place since changes no directory, and the render's lookup refuses it then."""
+        kept = self._kept_scan
+        if kept is None or kept.awaited or not kept.folders.unchanged():
+            return None
+        return sorted(name for name, entry in kept.entries.items() if self._loads(entry))
+
     def awaited(self, name: str | None) -> bool:
         """Whether a checkpoint left out now (still being copied, cut short) would take
         ``name`` (None: the first installed by name) once whole: one searched before the
@@ -888,10 +911,15 @@ class ModelRegistry:
         if wanted not in entries:
             # The member reads this error, and a server may allow only some models: it names
             # none (the request layer names those the member may use there:
-            # ``bot.policy.unavailable``); the operator's log names them all, and not the name
-            # asked: a member's words (/imagine's model option takes any text).
-            log.warning("unknown model asked for; installed: %s", ", ".join(sorted(entries)))
-            raise RenderInputError(f"unknown model {wanted!r}: it is not installed on this device")
+            # ``bot.policy.unavailable``), and tells them to ask an admin. The request layer
+            # queues only installed names: one missing here was removed since (or lacks on
+            # this worker), which the operator's log says once, naming those installed and not
+            # the name asked: a member's words (/imagine's model option takes any text).
+            raise not_installed(
+                "model",
+                f"not in {self.models_dir}; installed: {', '.join(sorted(entries)) or 'none'}",
+                asked=wanted,
+            )
         return entries[wanted]
 
     def network_files(self, kind: NetworkKind) -> dict[str, Path]:

@@ -234,3 +234,17 @@ class RenderInputError(ValueError):
 
 class RenderFailed(Exception):
     """A render failed for a reason worth telling the member as it is (no traceback needed)."""
+
+
+class PartlyRendered(Exception):
+    """A batch whose pictures of some requests came out blank (``inference.passes.denoise``):
+    ``rendered`` holds the pictures of each other request, by its index in the batch, and
+    ``failures`` why each of those it lacks failed. The rows of one pipeline call do not mix,
+    so those requests would come out blank alone too: they fail, and the others are kept."""
+
+    def __init__(
+        self, rendered: dict[int, list[RenderedImage]], failures: dict[int, RenderFailed]
+    ) -> None:
+        super().__init__(f"{len(failures)} of the batch's requests came out blank")
+        self.rendered = rendered
+        self.failures = failures

@@ -62,6 +62,11 @@ class LoadingEngine(Protocol):
         ...
 
 
+@runtime_checkable
+class ListingEngine(Protocol):
+    def list_models(self) -> list[str]: ...
+
+
 EngineFactory = Callable[[str], RenderEngine]
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
@@ -131,6 +136,12 @@ class DeviceWorker:
         engine = self._engine
         if isinstance(engine, PreparingEngine):
             self._preparer.submit(engine.prepare, requests)
+
+    def models(self) -> frozenset[str] | None:
+        """The models this device's engine renders (a walk of its folders, kept for a second:
+        call it on a thread); None before the engine is built, or for one that lists none."""
+        engine = self._engine
+        return frozenset(engine.list_models()) if isinstance(engine, ListingEngine) else None
 
     def warm_up(self, model: str | None = None) -> None:
         """With ``warm_start``, build the engine and let it warm up (``Engine.warm_up``) on

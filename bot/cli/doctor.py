@@ -90,15 +90,21 @@ def _stored_names_check(settings: Settings) -> Check | None:
 
 
 def _database_checks(settings: Settings) -> Iterator[Check]:
-    """The database's check, and at the schema of now, the stored files'
-    (``_stored_names_check``)."""
-    from bot.restores import damaged_database_problem, pictures_without_database_problem
+    """The database's check, the copies of it an ``easel restore`` left beside it, and at the
+    schema of now, the stored files' (``_stored_names_check``)."""
+    from bot.restores import (
+        damaged_database_problem,
+        pictures_without_database_problem,
+        restore_copies_problems,
+    )
     from db.database import pending_migrations
 
     path = settings.database_path
     if (problem := data_dir_problem(settings.data_dir)) is not None:
         yield Check("database", False, problem)
         return
+    for copy_left in restore_copies_problems(path):
+        yield Check("restore copy", True, copy_left, warning=True)
     stored_dirs = (settings.images_dir, settings.inputs_dir)
     if (put_back := pictures_without_database_problem(path, stored_dirs)) is not None:
         yield Check("database", False, put_back)

@@ -25,7 +25,13 @@ class RestoreRefused(Exception):
 def restore(backup: Path, settings: Settings) -> str:
     """Put ``backup`` in place of the database; the line that says what was done."""
     from bot.on_disk import put_on_disk
-    from bot.restores import mark_restored
+    from bot.restores import (
+        mark_restored,
+        putting_back_copy,
+        putting_back_problem,
+        replaced_copy,
+        staged_copy,
+    )
     from bot.single_instance import DataDirInUse, hold_data_dir
     from db.backups import (
         BESIDE_A_DATABASE,
@@ -44,12 +50,13 @@ def restore(backup: Path, settings: Settings) -> str:
         lock = hold_data_dir(settings.data_dir)
     except DataDirInUse as error:
         raise RestoreRefused(str(error)) from None  # stop it first
-    staged = database.with_name(f"{database.name}.restoring")
-    replaced = database.with_name(f"{database.name}.replaced")
-    # Restoring .replaced itself: once the live database's copy is renamed over it, the staged
-    # file is the earlier database's only copy until it is in place.
+    staged, replaced = staged_copy(database), replaced_copy(database)
+    # Restoring .replaced itself: once the live database's copy is renamed over it, the checked
+    # copy (by then ``putting_back_copy``) is the earlier database's only one until in place.
     swapping = backup.resolve() == replaced.resolve()
     try:
+        if swapping and (left_before := putting_back_problem(database)) is not None:
+            raise RestoreRefused(f"{left_before}; nothing replaced")  # never written over
         if replaced.exists() and not swapping:
             # The only copy of what an earlier restore replaced: never written over.
             raise RestoreRefused(
@@ -65,9 +72,11 @@ def restore(backup: Path, settings: Settings) -> str:
             raise RestoreRefused(f"{named}: {error}; nothing replaced") from None
         kept = ""
         if database.exists():  # a wrong backup put back is then undone by restoring this copy
-            if swapping:
-                put_on_disk(staged)
             try:
+                if swapping:  # under a name no start deletes, on disk before .replaced changes
+                    put_on_disk(staged)
+                    staged = staged.replace(putting_back_copy(database))
+                    put_on_disk(staged.parent)
                 unread = _keep_copy_whole(database, replaced)
             except OSError as error:
                 if not swapping:  # no earlier restore's copy: one half made is no copy
@@ -92,7 +101,7 @@ def restore(backup: Path, settings: Settings) -> str:
             database.with_name(f"{database.name}{suffix}").unlink(missing_ok=True)
         staged.replace(database)
     finally:
-        if swapping and staged.exists():
+        if staged == putting_back_copy(database) and staged.exists():
             for suffix in BESIDE_A_DATABASE:  # staged took them in: one left is the live one's
                 Path(f"{replaced}{suffix}").unlink(missing_ok=True)
             staged.replace(replaced)  # cut short: the earlier database back where it was

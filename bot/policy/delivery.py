@@ -14,7 +14,7 @@ from enum import IntEnum
 
 from bot.jobs.queue import FinishedJob
 from bot.policy.addons import allowed_addons_only
-from bot.policy.guild import GuildList, GuildPolicy
+from bot.policy.guild import GuildList, GuildPolicy, engine_picks_model
 from bot.policy.moderation import (
     NsfwPolicy,
     conditioning_texts,
@@ -22,13 +22,9 @@ from bot.policy.moderation import (
     model_left_out,
     models_rendered,
 )
-from bot.policy.prompt_safety import renders_prompt
 from bot.policy.unavailable import quoted
 from bot.user_errors import Reason, UserError
-from inference.compare import is_comparison
-from inference.face_options import FaceOptions
 from inference.infotext import InfotextError, parse_infotext
-from inference.types import RenderRequest
 
 # Why a result was not posted, as its maker is told (after "was not posted: "); none names a
 # banned word: the maker may not have typed it (a drawn wildcard).
@@ -56,6 +52,12 @@ SAME_PICTURE_REMOVED = "a moderator removed a picture with the same pixels from 
 DIRECT_MESSAGES_OFF = "Easel no longer works in direct messages"
 # Removed from the server (kicked, or the server deleted): nothing of it renders any more.
 EASEL_REMOVED = "Easel is no longer in the server it was made in"
+# A result of a thread Discord hides from Easel (a private one it was not added to), its
+# maker's direct messages closed: no post, DM, button or /show brings it back (withdrawn:
+# adding Easel to the thread now brings back nothing).
+UNSEEN_AND_DMS_CLOSED = (
+    "Easel cannot see the thread it was made in, and your direct messages are closed to Easel"
+)
 # Embeddings: one the job may read (a list kept or narrowed since), whether or not it does.
 ADDON_LEFT_OUT_NOW = (
     "it may use a LoRA, embedding, VAE, upscaler or ControlNet the server no longer allows"
@@ -279,25 +281,13 @@ async def _models_used(job: FinishedJob, policy: GuildPolicy) -> list[str | None
     the engine's pick here: ``GuildPolicy.unnamed_model``, kept from the start for the
     delivery; None where a broker's workers render, each its own pick, so a faces fix naming
     no model is held by no list there."""
-    models = models_rendered(job.request)
     request = job.request
-    if request.model is not None or is_comparison(request) or not _renders_a_model(request):
-        return models
-    if job.succeeded and request.mode != "faces":
-        models.extend(_model_named_in(image.infotext) for image in job.images)
-    else:
-        # Kept from the start only for a faces fix: the one read back after it rendered.
-        noted = not job.succeeded and request.mode == "faces"
-        models.append(await policy.unnamed_model(job.job_id, starting=noted))
-    return models
-
-
-def _renders_a_model(request: RenderRequest) -> bool:
-    """Whether the engine renders ``request`` with a checkpoint: all but a fast upscale and a
-    faces pass that only restores (no fix)."""
-    if request.mode == "faces":
-        return FaceOptions.from_options(request.options).fix
-    return renders_prompt(request)
+    if job.succeeded and request.mode != "faces" and engine_picks_model(request):
+        named = (_model_named_in(image.infotext) for image in job.images)
+        return [*models_rendered(request), *named]
+    # Kept from the start only for a faces fix: the one read back after it rendered.
+    noted = not job.succeeded and request.mode == "faces"
+    return await policy.models_before_render(job.job_id, request, starting=noted)
 
 
 def _model_named_in(infotext: str) -> str | None:

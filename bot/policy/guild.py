@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from bot.policy.addons import (
     ANY_ADDON,
     AddonKind,
     AddonRules,
+    allowed_addons_only,
     kinds_to_read,
     under_addon_rules,
 )
@@ -24,6 +26,7 @@ from bot.policy.moderation import (
     BANNED_SINCE,
     BANNED_WORDS_PER_SERVER,
     WITHDRAWN_PICTURE,
+    WITHHELD_IN_DIRECT_MESSAGES,
     WITHHELD_PICTURE,
     BannedWords,
     ConditioningTexts,
@@ -33,8 +36,9 @@ from bot.policy.moderation import (
     check_request,
     default_model_here,
     model_left_out,
+    models_rendered,
 )
-from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner
+from bot.policy.prompt_safety import STILL_PLANNING, PromptPlanner, renders_prompt
 from bot.policy.quota import QuotaLimits
 from bot.user_errors import Reason, UserError
 from db import guild_settings as store
@@ -42,6 +46,8 @@ from db import jobs as journal
 from db import quotas as quota_store
 from db.guild_settings import AuditEntry, GuildList, GuildSettings
 from db.quotas import Limits, LimitScope, StoredOverride
+from inference.compare import is_comparison
+from inference.face_options import FaceOptions
 from inference.names import as_typed
 from inference.types import RenderRequest
 
@@ -74,6 +80,7 @@ _DIRECT_MESSAGES = GuildSettings(
 )
 # The lists whose entries name files (compared ``as_typed``).
 _NAME_LISTS = frozenset({GuildList.ALLOWED_MODEL, *ADDON_LISTS.values()})
+_ADDON_KINDS: Mapping[GuildList, AddonKind] = {which: kind for kind, which in ADDON_LISTS.items()}
 
 
 @dataclass
@@ -113,6 +120,7 @@ class GuildPolicy:
         operator_default_upscaler: str | None = None,
         operator_hires_upscaler: str | None = None,
         installed_models: Callable[[], Collection[str]] | None = None,
+        kept_models: Callable[[], Collection[str] | None] | None = None,
         installed_addons: Callable[[AddonKind], Collection[str]] | None = None,
     ) -> None:
         self._conn = conn
@@ -122,6 +130,9 @@ class GuildPolicy:
         # The models installed (blocking: a walk), read to refuse one the list leaves out,
         # naming only the listed models that are installed (None: the list as it is).
         self._installed_models = installed_models
+        # Those models as last listed, from memory while that listing holds (None: list them
+        # again): a command's default is picked with no thread hop before its acknowledgement.
+        self._kept_models = kept_models
         # The add-on files of a kind installed (blocking: a walk), read where the server lists
         # that kind, so a refusal or a default upscaler names none since removed.
         self._installed_addons = installed_addons
@@ -177,7 +188,7 @@ class GuildPolicy:
         ``parent_id``: the channel of the thread it is asked in (``check_channel``)."""
         settings = await self._rules_where(guild_id)
         if request.model is None:
-            model = self.default_model(settings)
+            model = self.default_model(settings, await self._installed_now())
             request = dataclasses.replace(request, model=model)
         request = _models_as_typed(request)
         nsfw_policy = NsfwPolicy(settings.nsfw_policy)
@@ -229,7 +240,12 @@ class GuildPolicy:
         ``STILL_PLANNING``, would reach the others); ``member_id`` (who asks) waits for their
         previous stored check to end first, within the check's budget."""
         if withdrawn:  # ``withheld``: by Easel at delivery, not by a moderator
-            raise UserError(WITHHELD_PICTURE if withheld else WITHDRAWN_PICTURE, Reason.PERMISSION)
+            if not withheld:
+                raise UserError(WITHDRAWN_PICTURE, Reason.PERMISSION)
+            in_dms = guild_id is None  # the operator's rules: no server admin restores it
+            raise UserError(
+                WITHHELD_IN_DIRECT_MESSAGES if in_dms else WITHHELD_PICTURE, Reason.PERMISSION
+            )
         if not texts or not await self.banned_words_where(guild_id):
             return  # nothing to read, nor to keep
         # Direct messages are kept under 0, which no server's id is.
@@ -284,19 +300,31 @@ class GuildPolicy:
             return False
         return True
 
-    def default_model(self, settings: GuildSettings) -> str | None:
-        """The model a request that names none renders with under ``settings``."""
+    def default_model(
+        self, settings: GuildSettings, installed: Collection[str] | None = None
+    ) -> str | None:
+        """The model a request that names none renders with under ``settings``, passing over
+        a default no longer ``installed`` (``_installed_now``; None: not known)."""
         return default_model_here(
             settings.default_model,
             self._operator_default_model,
             settings.entries(GuildList.ALLOWED_MODEL),
+            installed,
         )
 
     async def default_model_where(self, guild_id: int | None) -> str | None:
         """``default_model`` of ``guild_id`` (None: direct messages, the operator's)."""
         if guild_id is None:
             return self._operator_default_model
-        return self.default_model(await self.settings(guild_id))
+        return self.default_model(await self.settings(guild_id), await self._installed_now())
+
+    async def _installed_now(self) -> Collection[str] | None:
+        """The models installed: as last listed while that listing holds (``kept_models``),
+        else listed on a thread; None: no listing."""
+        if self._installed_models is None:
+            return None
+        kept = None if self._kept_models is None else self._kept_models()
+        return kept if kept is not None else await asyncio.to_thread(self._installed_models)
 
     async def unnamed_model(self, job_id: str, *, starting: bool) -> str | None:
         """The model the engine here renders job ``job_id``, which names none, with, listed on
@@ -338,12 +366,12 @@ class GuildPolicy:
         self, model: str | None, refiner: str | None, allowed_models: Collection[str]
     ) -> list[str] | None:
         """What a refusal of ``model`` or ``refiner`` names where the list leaves one out: the
-        listed models installed, listed on a thread (None: neither is left out, or no listing)."""
-        left_out = model_left_out((model, refiner), allowed_models)
-        if left_out is None or self._installed_models is None:
+        listed models installed (``_installed_now``; None: neither is left out, or no
+        listing)."""
+        if model_left_out((model, refiner), allowed_models) is None:
             return None
-        installed = await asyncio.to_thread(self._installed_models)
-        return [name for name in installed if name in allowed_models]
+        installed = await self._installed_now()
+        return None if installed is None else [n for n in installed if n in allowed_models]
 
     def _banned_words(self, settings: GuildSettings) -> BannedWords:
         """The server's words (one set until its list changes, whose matcher the reader keeps)
@@ -438,10 +466,46 @@ class GuildPolicy:
             self._conn, scope, guild_id, subject_id, limits, self._clock(), by=admin_id
         )
 
-    async def unfinished_outside(self, guild_id: int, channel_id: int) -> int:
-        """How many of the server's jobs are queued or running outside ``channel_id`` and its
-        threads (a thread's job journaled before 0041, its channel unknown, counted)."""
-        return await journal.unfinished_outside(self._conn, guild_id, channel_id)
+    async def unfinished_left_out(self, guild_id: int, which: GuildList) -> int:
+        """How many of the server's jobs queued or rendering its list ``which`` of now leaves
+        out (an allowed-channels, -models or add-on list, read alone as the start and delivery
+        gates read it: ``bot.policy.delivery.placed_under_rules_of_now``), which those gates
+        end unposted and refunded. A thread's job journaled before 0041, its channel unknown,
+        is counted; a job naming no model is read with the engine's pick (``unnamed_model``:
+        kept since its start, else now's)."""
+        settings = await self.settings(guild_id)
+        if which is GuildList.ALLOWED_CHANNEL:
+            channels = _allowed_channels(settings)
+            return (
+                await journal.unfinished_outside(self._conn, guild_id, channels) if channels else 0
+            )
+        entries = settings.entries(which)
+        if not entries:
+            return 0
+        rows = await journal.unfinished_requests_in(self._conn, guild_id)
+        count: Callable[[], int]
+        if which is GuildList.ALLOWED_MODEL:
+            picks = self._picks_at_start
+            kept = {job_id: pick for job_id, _ in rows if (pick := picks.kept(job_id)) is not None}
+            unnamed = self._prompts.unnamed_model
+            count = functools.partial(_models_left_out, rows, entries, kept, unnamed)
+        else:
+            alone = {_ADDON_KINDS[which]: frozenset(entries)}
+            rules = dataclasses.replace(self._addon_rules(settings), allowed=alone)
+            count = functools.partial(_addons_left_out, rows, rules)
+        # On a thread, in one hop: thousands of requests read and judged take seconds.
+        return await asyncio.to_thread(count)
+
+    async def models_before_render(
+        self, job_id: str, request: RenderRequest, *, starting: bool
+    ) -> list[str | None]:
+        """Every model job ``job_id`` renders ``request`` with (``models_rendered``), and where
+        it names none (``engine_picks_model``) the engine's pick here (``unnamed_model``, kept
+        where ``starting``)."""
+        models = models_rendered(request)
+        if engine_picks_model(request):
+            models.append(await self.unnamed_model(job_id, starting=starting))
+        return models
 
     async def quota_overrides(self, guild_id: int) -> list[StoredOverride]:
         """The server's limit overrides: its default first, then roles', then members'."""
@@ -464,6 +528,52 @@ def _models_as_typed(request: RenderRequest) -> RenderRequest:
         options = {**options, "refiner": as_typed(refiner)}
     model = None if request.model is None else as_typed(request.model)
     return dataclasses.replace(request, model=model, options=options)
+
+
+def engine_picks_model(request: RenderRequest) -> bool:
+    """Whether the engine picks the checkpoint ``request`` renders with: it names none (nor
+    is a /compare, whose cells name theirs) and renders with one: all but a fast upscale and
+    a faces pass that only restores (no fix)."""
+    if request.model is not None or is_comparison(request):
+        return False
+    if request.mode == "faces":
+        return FaceOptions.from_options(request.options).fix
+    return renders_prompt(request)
+
+
+def _models_left_out(
+    rows: list[tuple[str, str]],
+    allowed_models: Collection[str],
+    kept: Mapping[str, str],
+    unnamed: Callable[[], str | None] | None,
+) -> int:
+    """How many of ``rows`` (a job and its request) render with a model ``allowed_models``
+    leaves out (``models_before_render``, on a thread): one naming none with its pick
+    ``kept`` since its start, else the engine's pick of now, asked once."""
+    pick_now = functools.cache(unnamed or (lambda: None))
+    left_out = 0
+    for job_id, stored in rows:
+        request = RenderRequest.from_json(stored)
+        models = models_rendered(request)
+        if engine_picks_model(request):
+            models.append(kept.get(job_id) or pick_now())
+        left_out += model_left_out(models, allowed_models) is not None
+    return left_out
+
+
+def _addons_left_out(rows: list[tuple[str, str]], rules: AddonRules) -> int:
+    """How many of ``rows`` (a job and its request) ``rules`` leaves out (on a thread)."""
+    requests = (RenderRequest.from_json(stored) for _, stored in rows)
+    return sum(not _within_addon_rules(request, rules) for request in requests)
+
+
+def _within_addon_rules(request: RenderRequest, rules: AddonRules) -> bool:
+    """Whether a job admitted earlier still meets ``rules`` (``allowed_addons_only``)."""
+    try:
+        allowed_addons_only(request, rules)
+    except UserError:
+        return False
+    return True
 
 
 def _allowed_channels(settings: GuildSettings) -> set[int]:

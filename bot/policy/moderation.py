@@ -569,14 +569,20 @@ WITHDRAWN_PICTURE = (
     "Make a new one with /imagine."
 )
 # Withdrawn by Easel at delivery (``History.withhold_job``): no moderator acted.
-# Why a result was withheld at delivery (also /history's line for such a job).
-WITHHELD_BECAUSE = (
-    "the server's rules changed after it was queued (or it could not be checked against them)"
-)
+# A result withheld at delivery, as /show, /history and a DM whose recorded reason is lost say
+# it: no cause named, since the reason recorded (``withheld_why``) is its maker's alone (told
+# by DM) and many are not a rule changed (Easel removed, a thread Easel cannot see...).
+WITHHELD_BECAUSE = "Easel withheld it when it was finished"
 WITHHELD_PICTURE = (
-    f"This picture was never posted: {WITHHELD_BECAUSE}, so it was withheld and not counted "
-    "against its maker's quota. It is not shown or used again unless a server admin restores "
-    "it; make a new one with /imagine."
+    f"This picture was never posted: {WITHHELD_BECAUSE}, and it was not counted against its "
+    "maker's quota. It is not shown or used again unless a server admin restores it; make a "
+    "new one with /imagine."
+)
+# The same in direct messages, whose rules are the operator's: no server admin restores it.
+WITHHELD_IN_DIRECT_MESSAGES = (
+    "This picture was never posted: Easel's rules for direct messages changed after it was "
+    "queued (or it could not be checked against them), so it was withheld and not counted "
+    "against your quota. It is not shown or used again; make a new one with /imagine."
 )
 BANNED_SINCE = (
     "This picture's prompt uses a word this server has since banned; it is not shown or used "
@@ -774,17 +780,26 @@ def model_allowed(name: str, allowed_models: Collection[str]) -> bool:
 
 
 def default_model_here(
-    server_default: str | None, operator_default: str | None, allowed_models: Collection[str]
+    server_default: str | None,
+    operator_default: str | None,
+    allowed_models: Collection[str],
+    installed: Collection[str] | None = None,
 ) -> str | None:
     """The model a request that names none renders with: the server's default, else the
     operator's (``EASEL_DEFAULT_MODEL``), the first of them the server's list allows; a server
     that allows some models only and neither is among them gets its first allowed by name.
     None: no list and no default (the engine takes the first model installed). A request that
-    names no model is never rendered with one the server left out."""
+    names no model is never rendered with one the server left out. ``installed`` (None: not
+    known): a default or listed model removed since is passed over (the first listed still
+    stands when none is installed: its refusal names what may be used)."""
+
+    def usable(name: str) -> bool:
+        return model_allowed(name, allowed_models) and (installed is None or name in installed)
+
     for candidate in (server_default, operator_default):
-        if candidate is not None and model_allowed(candidate, allowed_models):
+        if candidate is not None and usable(candidate):
             return candidate
-    return min(allowed_models) if allowed_models else None
+    return min(filter(usable, allowed_models), default=min(allowed_models, default=None))
 
 
 def model_left_out(models: Iterable[str | None], allowed_models: Collection[str]) -> str | None:

@@ -619,6 +619,15 @@ class PromptPlanner:
             self.budget_s, member_id, guild_id, self._plan, request, banned_words, addons
         )
 
+    async def read(
+        self, member_id: int, guild_id: int | None, function: Callable[..., T], *args: Any
+    ) -> T:
+        """``function(*args)``: prompt work a command does before its request is checked (a
+        grid's ``Template`` drawn again from a picture's text, ``bot.infotext_import``), off
+        the event loop as ``check``'s: within a prompt's budget, on its member's and server's
+        share of the readers, stopped at the prompt language's next checkpoint once refused."""
+        return await self._off_loop(self.budget_s, member_id, guild_id, function, *args)
+
     def _plan(
         self, request: RenderRequest, banned_words: Collection[str], addons: AddonRules
     ) -> RenderRequest:

@@ -48,10 +48,15 @@ def editor_page(picture_url: str) -> str:
   <label>Size <input id=size type=range min=4 max=160 value=40></label>
   <button id=clear type=button>Clear</button>
 </div>
+<p id=keys>Without a mouse: Tab to the picture, move the brush with the arrow keys (with Shift,
+further) and press Space to paint as it moves; Space again stops painting.</p>
 <div class=stage>
   <img id=picture src="{html.escape(picture_url)}" alt="The picture to change" draggable=false>
-  <canvas id=mask></canvas>
+  <canvas id=mask tabindex=0 role=application aria-label="The mask: paint what should change"
+          aria-describedby=keys></canvas>
+  <div id=cursor hidden></div>
 </div>
+<p id=pen aria-live=polite></p>
 <div class=tools>
   <input id=prompt type=text maxlength={MAX_PROMPT_CHARS}
          placeholder="New prompt (optional: the picture's own otherwise)" aria-label="Prompt">
@@ -104,7 +109,7 @@ def dashboard_page(home_url: str, state_url: str) -> str:
     body = f"""
 <h1>Easel — <span id=server></span></h1>
 <form method=post action="{signing_out}"><button type=submit id=sign-out>Sign out</button></form>
-<p id=status role=status>Loading…</p>
+<p id=status role=status>Loading…</p><p id=updated></p>
 <p>Jobs waiting on Easel in all (every server): <span id=waiting></span>.</p>
 {queue}<p id=queue-more hidden></p>{workers}
 <h2>Recent pictures</h2>

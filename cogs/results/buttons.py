@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol, Self, cast
 
 import discord
 
+from bot.alt_text import picture_description
 from bot.edits import (
     Picture,
     expand_request,
@@ -51,7 +52,7 @@ from cogs.common import (
 )
 from cogs.errors import report_error
 from cogs.moderation import moderated_job, post_link, withdraw_as_moderator
-from cogs.results.copies import copy_files, may_go_to_direct_messages, send_copy
+from cogs.results.copies import CopiedPicture, copy_files, may_go_to_direct_messages, send_copy
 from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
 from cogs.results.job_files import carries_pictures_of
 from cogs.results.remix import RemixModal
@@ -65,7 +66,7 @@ from cogs.visibility import (
     moderated_channels,
 )
 from cogs.withdrawals import UNKNOWN_MESSAGE, check_posts_there
-from cogs.wording import NO_PROMPT, counted
+from cogs.wording import NO_PROMPT, STOPPED_BESIDE_OTHERS, counted
 from inference.types import RenderRequest
 
 log = logging.getLogger(__name__)
@@ -322,14 +323,15 @@ class RerollButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=rf"easel:reroll:{_JOB}(?::{_IDX})?",
 ):
-    """🔄: the same request with a new seed. Under one picture of a grid (``idx``; posted
-    since session 27, an older button names none), that picture alone, as Remix there."""
+    """🔄 Reroll: the same request with a new seed. Under one picture of a grid (``idx``;
+    posted since session 27, an older button names none), that picture alone, as Remix there.
+    Its word beside the emoji is what a screen reader says (the emoji's name is not it)."""
 
-    action, emoji = "reroll", "🔄"
+    action, label, emoji = "reroll", "Reroll", "🔄"
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
         job = await visible_job(interaction, self.job_id, resubmitted=True)
-        original = await _remade_request(interaction, job, self.idx, "🔄")
+        original = await _remade_request(interaction, job, self.idx, "Reroll (🔄)")
         await submit_again(interaction, "reroll", reroll(original), job)
 
 
@@ -383,15 +385,21 @@ class PickButton(
             file, is_preview = await services_of(interaction).picture_work.run(
                 interaction.user.id,
                 lambda: fitted_file(
-                    path.read_bytes(), stem, interaction.filesize_limit, spoiler=spoiler
+                    path.read_bytes(),
+                    stem,
+                    interaction.filesize_limit,
+                    spoiler=spoiler,
+                    description=picture_description(self.job_id, idx, len(job.image_paths)),
                 ),
             )
         except FileNotFoundError:
             raise picture_deleted(self.job_id, idx) from None
         # Its "thinking…" becomes the post: an edit, sent again after a 5xx without a copy.
+        # It names no clicker: it is the maker's job's post, which the clicker's /forget-me
+        # does not reach.
         sent = await interaction.edit_original_response(
-            content=f"Picture {idx + 1} of `{self.job_id}` (seed {job.seeds[idx]}) "
-            f"— <@{interaction.user.id}>{SHOWN_AS_PREVIEW if is_preview else ''}",
+            content=f"Picture {idx + 1} of `{self.job_id}` (seed {job.seeds[idx]})"
+            f"{SHOWN_AS_PREVIEW if is_preview else ''}",
             attachments=[file],
             view=single_view(self.job_id, idx, picked=True),
             allowed_mentions=discord.AllowedMentions.none(),
@@ -544,7 +552,8 @@ class ExpandButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=rf"easel:expand:{_JOB}:{_IDX}:(?P<variant>zoom2|left|right|up|down)",
 ):
-    """Zoom Out (2x) and the pans ⬅️ ➡️ ⬆️ ⬇️: outpaint that picture, keeping its pixels."""
+    """Zoom Out (2x) and the pans (⬅️ Pan left...): outpaint that picture, keeping its
+    pixels."""
 
     action = "expand"
     _PAN_ARROWS: ClassVar[dict[str, str]] = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
@@ -553,7 +562,8 @@ class ExpandButton(
     def looks(idx: int, variant: str) -> tuple[str | None, str | None]:
         if variant == "zoom2":
             return "Zoom Out (2x)", None
-        return None, ExpandButton._PAN_ARROWS[variant]
+        # Words beside the arrow: a screen reader says "Pan left", not the arrow's name.
+        return f"Pan {variant}", ExpandButton._PAN_ARROWS[variant]
 
     def edit(self, base: RenderRequest, picture: Picture) -> RenderRequest:
         if self.variant == "zoom2":
@@ -606,7 +616,8 @@ class CancelButton(
             CancelOutcome.STOPPING: (
                 "Stopping at the next step: you pay only for the GPU time used, no pictures."
             ),
-            CancelOutcome.STOPPING_FREE: "Stopping at the next step; nothing is charged.",
+            CancelOutcome.STOPPED_IN_BATCH: f"Stopped: {STOPPED_BESIDE_OTHERS}",
+            CancelOutcome.STOPPING_FREE: "Stopped; nothing is charged.",
             CancelOutcome.FINISHED: "Too late: that job has already finished.",
             CancelOutcome.UNKNOWN: "That job is no longer in the history.",
         }
@@ -674,12 +685,20 @@ class DirectCopyButton(
             job.guild_id,
             job.channel_id,
             restricted_when_made=job.age_restricted,
+            thread_parent_id=job.thread_parent_id,
         ):
             raise UserError(AGE_RESTRICTED_STAYS_IN_THE_SERVER, Reason.NSFW)
         await defer_thinking(interaction, private=True)
         await check_posts_there(interaction.client, services_of(interaction), job)
-        pictures: list[tuple[Path | bytes, str]]
-        pictures = [(job.image_paths[i], f"easel-{job.job_id}-{i}") for i in indexes]
+        count = len(job.image_paths)
+        pictures: list[CopiedPicture] = [
+            (
+                job.image_paths[i],
+                f"easel-{job.job_id}-{i}",
+                picture_description(job.job_id, i, count),
+            )
+            for i in indexes
+        ]
         spoiler = await spoilered(interaction, job)
         try:
             # In the member's line of picture work: a burst of clicks never fills the default pool.

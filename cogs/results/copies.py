@@ -6,16 +6,15 @@ age-gates a direct message, so a picture kept in age-restricted channels never g
 
 from __future__ import annotations
 
-import io
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import discord
 
-from bot.images import DEFAULT_FILESIZE_LIMIT, fit_under
 from bot.policy.guild import GuildPolicy
 from bot.policy.moderation import NsfwPolicy
+from cogs.results.fitted import DIRECT_MESSAGE_UPLOAD_LIMIT, fitted_file
 from cogs.visibility import CHANNEL_CHECK_FAILED, HiddenFromEasel, made_age_restricted
 
 CANNOT_MESSAGE_USER = 50007
@@ -26,7 +25,16 @@ COPY_CHANNEL_FETCH_TIMEOUT_S = 5.0
 Sent = TypeVar("Sent")
 
 
+# Kept by the job's journaled flag or the server's policy (its channel not looked at), or made
+# in a server Easel is not in.
 MADE_AGE_RESTRICTED = "made under the server's age restriction"
+# Kept as its channel is now (looked at: Easel sees it, or it is gone): not hidden from Easel.
+AGE_RESTRICTED_THERE = "made in a channel that is age-restricted now, or gone"
+# Kept as the channel of the thread Discord hides from Easel is age-restricted now, hidden or
+# gone (``made_age_restricted``'s ``HiddenFromEasel.age_restricted``).
+HIDDEN_AGE_RESTRICTED = (
+    "made in a thread Easel cannot see, whose channel is age-restricted now, hidden or gone"
+)
 CHANNEL_UNCHECKED = "could not check the channel it was made in"
 # Not a reason to keep them: Discord hides their channel from Easel (a private thread it was
 # not added to), so neither /show nor their buttons bring them back there; made outside an
@@ -46,11 +54,17 @@ async def may_go_to_direct_messages(
     channel_id: int | None,
     *,
     restricted_when_made: bool,
+    thread_parent_id: int | None,
 ) -> bool:
     """Whether a job's pictures may be sent to a direct message (DM me asks this; posting asks
     ``why_kept_in_the_server`` for its log)."""
     kept = await why_kept_in_the_server(
-        client, guild_policy, guild_id, channel_id, restricted_when_made=restricted_when_made
+        client,
+        guild_policy,
+        guild_id,
+        channel_id,
+        restricted_when_made=restricted_when_made,
+        thread_parent_id=thread_parent_id,
     )
     return not kept_in_the_server(kept)
 
@@ -72,30 +86,36 @@ async def why_kept_in_the_server(
     one (journaled with the job: ``restricted_when_made``), or their channel is one now or is
     gone (``made_age_restricted``: a hidden thread, its channel, ``thread_parent_id``, as
     journaled); and, to be safe, when Discord does not answer whether their
-    channel is one. A job made in direct messages is there already."""
+    channel is one. Said as ``MADE_AGE_RESTRICTED`` when the channel was not looked at (nor
+    whether Easel sees it), else as what it is now (``AGE_RESTRICTED_THERE``,
+    ``HIDDEN_AGE_RESTRICTED``): a notice need not ask Discord again. A job made in direct
+    messages is there already."""
     if guild_id is None:
         return None
     settings = await guild_policy.settings(guild_id)
     if NsfwPolicy(settings.nsfw_policy) is NsfwPolicy.AGE_RESTRICTED_ONLY:
         return MADE_AGE_RESTRICTED  # whatever the channel: no need to ask Discord about it
+    if restricted_when_made or channel_id is None:
+        return MADE_AGE_RESTRICTED
     try:
         age_restricted = await made_age_restricted(
             client,
             guild_id,
             channel_id,
-            restricted_when_made=restricted_when_made,
+            restricted_when_made=False,
             timeout_s=COPY_CHANNEL_FETCH_TIMEOUT_S,
             hidden_is_restricted=False,
             thread_parent_id=thread_parent_id,
         )
-    except HiddenFromEasel:
+    except HiddenFromEasel as hidden:
         # A server Easel is not in (or not yet, before Discord's READY) hides every channel:
         # what it is, unknown, counts as age-restricted.
-        in_server = client.get_guild(guild_id) is not None
-        return EASEL_CANNOT_SEE if in_server else MADE_AGE_RESTRICTED
+        if client.get_guild(guild_id) is None:
+            return MADE_AGE_RESTRICTED
+        return HIDDEN_AGE_RESTRICTED if hidden.age_restricted else EASEL_CANNOT_SEE
     except CHANNEL_CHECK_FAILED:
         return CHANNEL_UNCHECKED
-    return MADE_AGE_RESTRICTED if age_restricted else None
+    return AGE_RESTRICTED_THERE if age_restricted else None
 
 
 def dms_closed(error: discord.HTTPException) -> bool:
@@ -117,18 +137,24 @@ async def in_direct_messages(
         return None
 
 
-def copy_files(pictures: list[tuple[Path | bytes, str]], spoiler: bool) -> list[discord.File]:
-    """``pictures`` (a stored PNG's path or the PNG itself, and a filename without extension)
-    as the files of a direct message, each under its upload limit. Blocking: seconds of CPU
-    for a large picture."""
-    return [_fitted_file(picture, filename, spoiler) for picture, filename in pictures]
+# A picture of a direct message: a stored PNG's path or the PNG itself, a filename without
+# extension, and what a screen reader says of it (``bot.alt_text``).
+CopiedPicture = tuple[Path | bytes, str, str]
 
 
-def _fitted_file(picture: Path | bytes, filename: str, spoiler: bool) -> discord.File:
-    data = picture if isinstance(picture, bytes) else picture.read_bytes()
-    fitted = fit_under(data, DEFAULT_FILESIZE_LIMIT)
-    name = f"{filename}.{fitted.extension}"
-    return discord.File(io.BytesIO(fitted.data), filename=name, spoiler=spoiler)
+def copy_files(pictures: list[CopiedPicture], spoiler: bool) -> list[discord.File]:
+    """``pictures`` as the files of a direct message, each under its upload limit. Blocking:
+    seconds of CPU for a large picture."""
+    return [
+        fitted_file(
+            picture if isinstance(picture, bytes) else picture.read_bytes(),
+            filename,
+            DIRECT_MESSAGE_UPLOAD_LIMIT,
+            spoiler=spoiler,
+            description=description,
+        )[0]
+        for picture, filename, description in pictures
+    ]
 
 
 async def send_copy(

@@ -46,23 +46,29 @@ def preview_note(job_id: str) -> str:
 SHOWN_AS_PREVIEW = "\nShown as a smaller preview: the original is over Discord's upload limit here."
 
 
-def fitted_file(png: bytes, stem: str, limit: int, *, spoiler: bool) -> tuple[discord.File, bool]:
+def fitted_file(
+    png: bytes, stem: str, limit: int, *, spoiler: bool, description: str
+) -> tuple[discord.File, bool]:
     """The picture as a file named ``stem`` under ``limit`` (per file, as Discord checks it),
-    and whether that made it a preview."""
+    and whether that made it a preview. ``description``: what a screen reader says of it
+    (``bot.alt_text``)."""
     fitted = fit_under(png, limit)
     name = f"{stem}.{fitted.extension}"
-    return discord.File(io.BytesIO(fitted.data), filename=name, spoiler=spoiler), fitted.is_preview
+    file = discord.File(io.BytesIO(fitted.data), name, spoiler=spoiler, description=description)
+    return file, fitted.is_preview
 
 
 @dataclass(frozen=True)
 class ResultPost:
     """A result's text and picture (None: it failed or was cancelled), the picture fitted to
-    the upload limit it is sent under, the text saying when that made it a preview."""
+    the upload limit it is sent under, the text saying when that made it a preview;
+    ``description``: what a screen reader says of the picture (``bot.alt_text``)."""
 
     job_id: str
     text: str
     png: bytes | None
     spoiler: bool
+    description: str
 
     def noted(self, note: str) -> ResultPost:
         """The same post with ``note`` after its text."""
@@ -86,6 +92,11 @@ class ResultPost:
         if self.png is None:
             return self.text, []
         file, is_preview = await asyncio.to_thread(
-            fitted_file, self.png, f"easel-{self.job_id}", limit, spoiler=self.spoiler
+            fitted_file,
+            self.png,
+            f"easel-{self.job_id}",
+            limit,
+            spoiler=self.spoiler,
+            description=self.description,
         )
         return (self.text + preview_note(self.job_id) if is_preview else self.text), [file]

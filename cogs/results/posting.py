@@ -11,10 +11,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import discord
 
+from bot.alt_text import picture_description, result_description
 from bot.bans import StoppedMembers
 from bot.history import PostedMessage
 from bot.images import decoded, posted_as_grid, posted_grid_png
@@ -32,6 +32,7 @@ from bot.policy.delivery import (
     MODERATOR_STOPPED,
     PROGRESS_DELETED,
     SANCTION_STOPPED,
+    UNSEEN_AND_DMS_CLOSED,
     Withheld,
     placed_under_rules_of_now,
     refunded_withdrawal,
@@ -50,16 +51,19 @@ from cogs.results.buttons import (
     link_copy,
 )
 from cogs.results.copies import (
+    AGE_RESTRICTED_THERE,
     CHANNEL_UNCHECKED,
     EASEL_CANNOT_SEE,
+    HIDDEN_AGE_RESTRICTED,
     MADE_AGE_RESTRICTED,
+    CopiedPicture,
     copy_files,
     in_direct_messages,
     kept_in_the_server,
     send_copy,
     why_kept_in_the_server,
 )
-from cogs.results.earlier_posts import earlier_post
+from cogs.results.earlier_posts import SERVER_WAIT_S, earlier_post
 from cogs.results.fitted import (
     DIRECT_MESSAGE_UPLOAD_LIMIT,
     SMALLEST_UPLOAD_LIMIT,
@@ -216,6 +220,13 @@ class _ProgressDeleted(Exception):
         self.message_id = message_id
 
 
+class _NowhereToBeHad(Exception):
+    """A result made in a thread Discord hides from Easel could not go to its maker's direct
+    messages either (closed to Easel), nor, where its pictures stay in the server, the notice
+    that names it: no post, button or /show brings it back, and its maker is told nowhere,
+    so it is withheld and refunded (``UNSEEN_AND_DMS_CLOSED``)."""
+
+
 class _ChannelDeleted(Exception):
     """The channel or thread the job was made in is gone (its deletion may have come while
     Easel was offline, or before the job had a post there): posted nowhere, as its deletion
@@ -287,6 +298,8 @@ class DiscordResults(ProgressMessages):
         # made it their outcome since, so a retry points it to the result without reading it,
         # and a delivery given up says so there (``given_up``).
         self._posting_shown: dict[str, Pointer] = {}
+        # Set once Easel begins to stop (``stopping``): no delivery waits for READY from then.
+        self._stopping = asyncio.Event()
 
     async def deliver(self, job: FinishedJob) -> int | Privately | None:
         """Post the job's outcome; the id of its message in the server's channel, the one
@@ -295,7 +308,7 @@ class DiscordResults(ProgressMessages):
         if job.withheld is not None:  # ended before its render, or withheld: refunded whole
             await self._withhold(job, job.withheld, refunded=True)
             return None
-        if (left := self._server_left(job)) is not None:
+        if (left := await self._server_left_known(job)) is not None:
             # Ended before Easel was removed from its server, or before the operator left it
             # out of EASEL_ALLOWED_SERVERS (rendered, failed or cancelled): nothing new is
             # posted there, whatever the outcome, and no /show there brings it back. A result
@@ -337,6 +350,12 @@ class DiscordResults(ProgressMessages):
                 job.job_id, job.guild_id, job.channel_id, deleted.message_id
             )
             await self._tell_withheld(job, PROGRESS_DELETED, refunded=not job.succeeded)
+            return None
+        except _NowhereToBeHad:
+            refunded = await self._refunded(job)
+            if refunded:
+                await self._withdraw_withheld(job, UNSEEN_AND_DMS_CLOSED)
+            await self._withhold(job, UNSEEN_AND_DMS_CLOSED, refunded=refunded)
             return None
         except _ChannelDeleted:
             log.info("job %s: its channel was deleted; not posted", job.job_id)
@@ -431,6 +450,40 @@ class DiscordResults(ProgressMessages):
         except Withheld as withheld:
             return withheld.why
         return None
+
+    def stopping(self) -> None:
+        """Easel begins to stop: a delivery waiting for Discord's READY waits no more, and
+        is left for the next start (``_server_left_known``)."""
+        self._stopping.set()
+
+    async def _server_left_known(self, job: FinishedJob) -> str | None:
+        """``_server_left`` once Discord's READY has said which servers Easel is in: a
+        restart's delivery of a server's job before it (``removed_from`` knows nothing yet)
+        waits for it, ``SERVER_WAIT_S`` at most (then read as a server Easel is in), so that
+        one that removed Easel while it was offline is not charged and pointed "there". Easel
+        stopping meanwhile ends the wait: TimeoutError, so that the queue tries it again at
+        the next start, rather than the stop waiting for READY or posting it unknowing."""
+        if (
+            job.guild_id is not None
+            and self.removed_from is not None
+            and not self._client.is_ready()
+            and self._client.get_guild(job.guild_id) is None
+            and (self.serves_server is None or self.serves_server(job.guild_id))
+        ):
+            waits = [
+                asyncio.ensure_future(self._client.wait_until_ready()),
+                asyncio.ensure_future(self._stopping.wait()),
+            ]
+            try:
+                await asyncio.wait(
+                    waits, timeout=SERVER_WAIT_S, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for wait in waits:
+                    wait.cancel()
+            if self._stopping.is_set() and not self._client.is_ready():
+                raise TimeoutError(f"job {job.job_id}: Easel stopped before Discord's READY")
+        return self._server_left(job)
 
     def _server_left(self, job: FinishedJob) -> str | None:
         """Why nothing of ``job`` is posted in its server any more: Easel was removed from it
@@ -661,12 +714,19 @@ class DiscordResults(ProgressMessages):
         """The copy by DM is extra: failing to send it never fails the posted result. A
         comparison's copy is its labelled grid ``png`` (its cells can outnumber a message's
         10 files); other results' copies are their stored pictures."""
-        pictures: list[tuple[Path | bytes, str]]
+        pictures: list[CopiedPicture]
+        count = len(job.images)
         if is_comparison(job.request):
-            pictures = [(png, f"easel-{job.job_id}")]
+            described = result_description(job.job_id, count, comparison=True)
+            pictures = [(png, f"easel-{job.job_id}", described)]
         else:
             pictures = [
-                (image.path, f"easel-{job.job_id}-{idx}") for idx, image in enumerate(job.images)
+                (
+                    image.path,
+                    f"easel-{job.job_id}-{idx}",
+                    picture_description(job.job_id, idx, count),
+                )
+                for idx, image in enumerate(job.images)
             ]
         try:
             # Easel's own pace, not the member's: on the default pool, outside their line.
@@ -775,10 +835,12 @@ class DiscordResults(ProgressMessages):
             everyone=False, roles=False, replied_user=False, users=[discord.Object(job.user_id)]
         )
         view: discord.ui.View | None = None
+        described = ""  # no picture: nothing to describe
         if png is not None:
             content = caption(job)
             # A comparison's cells are not a grid of choices: Delete alone under it.
             comparison = is_comparison(job.request)
+            described = result_description(job.job_id, len(job.images), comparison=comparison)
             view = (
                 copy_view(job.job_id)
                 if comparison
@@ -793,7 +855,7 @@ class DiscordResults(ProgressMessages):
             named = "" if job.job_id in reason else f" (job `{job.job_id}`)"
             content = f"<@{job.user_id}> ❌ {reason}{named}"
         # Fitted to each place it goes: the interaction's, the server's or a DM's upload limit.
-        post = ResultPost(job.job_id, content, png, job.spoiler)
+        post = ResultPost(job.job_id, content, png, job.spoiler, described)
         if self._token_alive(job):
             if progress_deleted and response_public:
                 # A progress edit found it deleted: not edited again. Judged again (a channel
@@ -821,11 +883,21 @@ class DiscordResults(ProgressMessages):
                 if error.code == UNKNOWN_MESSAGE and response_public:
                     # The token lives, the message does not: deleted in the channel, or with it.
                     raise await self._message_deleted(job, _response_known(job, watched)) from error
-                # Clocks disagree, a private response is gone, or its thread is archived (an
-                # edit there is refused; a post unarchives it): post it as a message instead.
-                if not _token_gone(error) and error.code != THREAD_ARCHIVED:
+                # Clocks disagree, a private response is gone, its thread is archived (an
+                # edit there is refused; a post unarchives it), or Discord refused the edit
+                # (403): post it as a message instead, in the channel or else by DM, as where
+                # Easel may not post.
+                if (
+                    not _token_gone(error)
+                    and error.code != THREAD_ARCHIVED
+                    and not isinstance(error, discord.Forbidden)
+                ):
                     raise
-                log.warning("job %s: the interaction token is gone (%s)", job.job_id, error)
+                log.warning(
+                    "job %s: the interaction's response cannot be edited (%s); posting it",
+                    job.job_id,
+                    error,
+                )
         if private:  # never the channel: the member asked to see it alone
             sent_to = await self._post_directly(job, post, mentions, view)
             placed = None if sent_to is None else PRIVATELY
@@ -978,11 +1050,13 @@ class DiscordResults(ProgressMessages):
         view: discord.ui.View | None,
     ) -> str | None:
         """Post in the member's direct messages; when those are closed to the bot, nowhere
-        (logged: `/show` still brings the result back). A server's job gets no buttons
+        (logged: `/show` still brings the result back; not one made in a thread hidden from
+        Easel, whose result is then ``_NowhereToBeHad``). A server's job gets no buttons
         there, since a click outside its server is refused (one made in a thread hidden from
         Easel is told that they and /show work there once Easel is added to it). A job whose
         pictures stay in the server gets a notice there instead, which shows nothing of the
-        job. The link to the post (None: not posted there)."""
+        job (one of a hidden thread whose notice did not go either: ``_NowhereToBeHad``). The
+        link to the post (None: not posted there)."""
         kept_because = await self._why_kept_in_the_server(job)
         if kept_in_the_server(kept_because):
             assert kept_because is not None  # kept for a reason
@@ -992,7 +1066,9 @@ class DiscordResults(ProgressMessages):
                 job.job_id,
                 kept_because,
             )
-            await self._notify_directly(job, kept_because)
+            told = await self._notify_directly(job, kept_because)
+            if not told and kept_because == HIDDEN_AGE_RESTRICTED and post.png is not None:
+                raise _NowhereToBeHad  # no notice of it went either: nothing brings it back
             return None  # the result itself was posted nowhere
         if kept_because == EASEL_CANNOT_SEE:
             # Its maker's own picture, made outside an age-restricted channel: this copy is
@@ -1019,11 +1095,13 @@ class DiscordResults(ProgressMessages):
         link = await in_direct_messages(self._client, job.user_id, post_there)
         if link is None:
             _log_direct_messages_closed(job)
+            if kept_because == EASEL_CANNOT_SEE and post.png is not None:
+                raise _NowhereToBeHad
         return link
 
-    async def _notify_directly(self, job: FinishedJob, kept_because: str) -> None:
+    async def _notify_directly(self, job: FinishedJob, kept_because: str) -> bool:
         """Tell the member by DM that a job kept in its server has ended: no picture, prompt
-        or reason, only its id and where to see it."""
+        or reason, only its id and where to see it; whether it went."""
         assert job.guild_id is not None  # a job of direct messages is kept nowhere
         guild = self._guild_of(job)
         server = await self._server_name(job.guild_id)  # asked of Discord before READY
@@ -1031,7 +1109,7 @@ class DiscordResults(ProgressMessages):
         # channel Discord did not describe, nor a server Easel no longer sees.
         show_where = (
             "in an age-restricted channel of the server"
-            if guild is not None and kept_because == MADE_AGE_RESTRICTED
+            if guild is not None and kept_because in (MADE_AGE_RESTRICTED, AGE_RESTRICTED_THERE)
             else "there"
         )
         if job.succeeded and await self._hidden_from_easel(job, guild, kept_because):
@@ -1049,18 +1127,20 @@ class DiscordResults(ProgressMessages):
         else:
             ended = "was cancelled" if job.error == "cancelled" else "failed"
             notice = f"Your job `{job.job_id}` in {server} {ended}; `/history` there lists it."
-        await self._tell_maker(job, notice)
+        return await self._tell_maker(job, notice)
 
     async def _hidden_from_easel(
         self, job: FinishedJob, guild: discord.Guild | None, kept_because: str
     ) -> bool:
         """Whether Discord hides the job's channel from Easel (asked of it when the cache
-        lacks it); not when it does not answer, nor asked again when it did not answer
+        lacks it); not when it does not answer, nor asked again when it answered, or did not,
         ``why_kept_in_the_server`` (``kept_because``) a moment ago."""
         if guild is None or job.guild_id is None or job.channel_id is None:
             return False
-        if kept_because == CHANNEL_UNCHECKED:
-            return False
+        if kept_because == HIDDEN_AGE_RESTRICTED:
+            return True
+        if kept_because in (AGE_RESTRICTED_THERE, CHANNEL_UNCHECKED):
+            return False  # Discord showed Easel the channel (or that it is gone), or did not answer
         with contextlib.suppress(*CHANNEL_CHECK_FAILED):
             try:
                 await guild_channel(
@@ -1073,9 +1153,9 @@ class DiscordResults(ProgressMessages):
     def _guild_of(self, job: FinishedJob) -> discord.Guild | None:
         return None if job.guild_id is None else self._client.get_guild(job.guild_id)
 
-    async def _tell_maker(self, job: FinishedJob, notice: str) -> None:
-        """``notice`` to the job's maker by DM (the job id as its nonce); their DMs closed:
-        logged."""
+    async def _tell_maker(self, job: FinishedJob, notice: str) -> bool:
+        """``notice`` to the job's maker by DM (the job id as its nonce); whether it went (their
+        DMs closed: logged)."""
 
         async def send(direct: discord.DMChannel) -> discord.Message:
             return await direct.send(
@@ -1084,6 +1164,8 @@ class DiscordResults(ProgressMessages):
 
         if await in_direct_messages(self._client, job.user_id, send) is None:
             _log_direct_messages_closed(job)
+            return False
+        return True
 
     @staticmethod
     async def _post(

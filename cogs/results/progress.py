@@ -19,6 +19,7 @@ from typing import Any
 
 import discord
 
+from bot.alt_text import PREVIEW_DESCRIPTION
 from bot.engines import PROGRESS_EDIT_INTERVAL_S
 from bot.history import History
 from bot.jobs.queue import JobState
@@ -29,6 +30,7 @@ from cogs.common import ORIGINAL_RESPONSE, queue_of
 from cogs.results.buttons import UNKNOWN_CHANNEL, CancelButton
 from cogs.visibility import is_age_restricted
 from cogs.withdrawals import UNKNOWN_MESSAGE
+from cogs.wording import STOPPED_BESIDE_OTHERS
 from inference.types import StepProgress
 
 log = logging.getLogger(__name__)
@@ -295,6 +297,19 @@ class ProgressMessages:
             _cancel_view(job_id),
         )
 
+    def stopped_in_batch(self, job_id: str, charged: bool) -> None:
+        """The queue's stopped listener: the job was stopped while its batch renders on for
+        others' pictures (``CancelOutcome.STOPPED_IN_BATCH``). Its message says so at once,
+        its preview and its Cancel gone, and shows no more progress; the notice of its end
+        follows once the batch ends (its delivery)."""
+        watched = self._watched.get(job_id)
+        if watched is None or not watched.editable():
+            return
+        watched.previews_stopped = True
+        watched.say_last_word(
+            STOPPED_IN_BATCH if charged else STOPPED_FREE, discord.ui.View(timeout=None)
+        )
+
     def point_to_result(self, job_id: str, pointer: Pointer) -> None:
         """The job's outcome went elsewhere than its public progress message (a new message
         in the channel: its token expired first; the member's direct messages: the channel
@@ -480,6 +495,10 @@ class ProgressMessages:
         )
 
 
+STOPPED_IN_BATCH = f"⏹️ Stopped: {STOPPED_BESIDE_OTHERS}"
+STOPPED_FREE = "⏹️ Stopped; nothing of it is posted, and nothing is charged."
+
+
 def queued_text(state: JobState) -> str:
     """A queued job's message: its place and when it should be finished."""
     eta = f", {done_in}" if (done_in := state.done_in()) is not None else ""
@@ -592,6 +611,9 @@ class _Watched:
         self.place_checked_at = float("-inf")
         # The newest preview JPEG not shown yet (the engine makes them as often as we edit).
         self.preview: bytes | None = None
+        # Its job was stopped (``ProgressMessages.stopped_in_batch``): no preview is shown,
+        # the one shown goes with the next edit.
+        self.previews_stopped = False
 
     @classmethod
     def restored(
@@ -704,6 +726,8 @@ class _Watched:
                 )
 
     async def _previews_shown(self) -> PreviewShown:
+        if self.previews_stopped:
+            return PreviewShown.HIDDEN
         if self._shown_now is None:
             return self._shown_at_least
         try:
@@ -724,7 +748,12 @@ class _Watched:
         else:
             spoilered = shown is PreviewShown.SPOILERED
             attachments = [
-                discord.File(io.BytesIO(preview), filename="preview.jpg", spoiler=spoilered)
+                discord.File(
+                    io.BytesIO(preview),
+                    filename="preview.jpg",
+                    spoiler=spoilered,
+                    description=PREVIEW_DESCRIPTION,
+                )
             ]
             shown_after = shown
         assert self._followup is not None  # its token lives: it is this run's

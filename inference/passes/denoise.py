@@ -103,24 +103,43 @@ def noising_the_picture(pipeline: Any) -> Iterator[None]:
         del pipeline.prepare_latents  # the class's own again
 
 
+class BlankRows:
+    """The rows of a batch's pipeline calls (its pictures, in the order of its jobs) that
+    decoded blank, set aside: decoded as grey, so that the call's other pictures, other
+    members' jobs, go on to be delivered; their own jobs fail (``Engine.render_batch``)."""
+
+    def __init__(self) -> None:
+        self.rows: set[int] = set()
+
+
 @contextmanager
 def vae_decoding(
-    pipeline: Any, jobs: Sequence[ImageJob], dtype: torch.dtype, tiled: bool = False
+    pipeline: Any,
+    jobs: Sequence[ImageJob],
+    dtype: torch.dtype,
+    tiled: bool = False,
+    blank: BlankRows | None = None,
 ) -> Iterator[None]:
     """For this call the pipeline's VAE decodes (and encodes) a batch one picture at a time,
     in tiles when ``tiled``. A batch's peak is then one picture's: on the CPU a 2x2 grid at
     512x512 peaked at a third, in the same time (docs/performance.md); pictures within 1/255
     of a batched decode. A decode to values that are not numbers (the pictures of ``jobs``,
-    in order, run at ``dtype``) fails the call (``blank_pictures``): it would deliver black."""
+    in order, run at ``dtype``) would deliver black: those rows go to ``blank`` (the call's
+    rows being ``jobs``), else the call fails (``blank_pictures``)."""
     vae = pipeline.vae
     decode = vae.decode
 
     def decode_checked(*args: Any, **kwargs: Any) -> Any:
         output = decode(*args, **kwargs)
         finite = torch.isfinite(output[0]).flatten(1).all(dim=1).tolist()
-        if not all(finite):
-            blank = [job for job, ok in zip(jobs, finite, strict=False) if not ok]
-            raise blank_pictures(blank if len(finite) == len(jobs) else jobs, dtype)
+        if all(finite):
+            return output
+        rows = [row for row, ok in enumerate(finite) if not ok]
+        if blank is None or len(finite) != len(jobs):
+            named = [jobs[row] for row in rows] if len(finite) == len(jobs) else jobs
+            raise blank_pictures(named, dtype)
+        blank.rows.update(rows)
+        output[0][rows] = 0  # grey, never delivered: no not-a-number reaches the PNG encoder
         return output
 
     vae.decode = decode_checked
@@ -218,13 +237,15 @@ class Denoiser:
         image_prompt: ImagePrompting | None = None,
         scheduler: Any | None = None,
         timeline: PromptTimeline | None = None,
+        blank: BlankRows | None = None,
     ) -> Any:
         """One pipeline call: every picture starts from its own seeded CPU noise. Returns the
         pictures, or with ``output_type="latent"`` the final latents (no VAE decode).
         ``controls``: the ControlNets that guide it; ``image_prompt``: its IP-Adapter;
         ``scheduler``: the request's sampler, when the pass built it already (a fresh one);
         ``timeline``: the steps its prompts are planned over (None: ``steps``, the schedule,
-        of which a pass from a picture runs the last)."""
+        of which a pass from a picture runs the last); ``blank``: where pictures that decode
+        blank are set aside (None: they fail the call)."""
         if timeline is None:
             timeline = PromptTimeline(steps)
         pipeline = model.pipeline_for(task)
@@ -306,7 +327,7 @@ class Denoiser:
                     if arguments.noises_picture_at_full_strength
                     else nullcontext()
                 ),
-                vae_decoding(pipeline, jobs, self.dtype, tiled),
+                vae_decoding(pipeline, jobs, self.dtype, tiled, blank),
             ):
                 images = pipeline(
                     **guidance.pipeline_arguments(len(jobs)),

@@ -28,6 +28,7 @@ from inference.model_cache import LoadedModel, PipelineTask
 from inference.networks import AppliedNetworks, broken_lora
 from inference.noise import initial_noise, seeded_generator
 from inference.passes.denoise import (
+    BlankRows,
     LatentFill,
     PassTools,
     stopping_early,
@@ -38,7 +39,7 @@ from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob
 from inference.passes.networks import hash_list, short_hashes, vae_params
 from inference.passes.output import base_params, rendered
-from inference.progress import StepTracker, previewer_for
+from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.prompts import ExtraNetwork
 from inference.registry import NO_LONGER_INSTALLED
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
@@ -64,6 +65,8 @@ class FlowCall:
     prompts: list[tuple[str, str]]
     tracker: StepTracker
     tools: PassTools
+    # Where pictures that decode blank are set aside (None: they fail the render).
+    blank: BlankRows | None = None
 
     def __call__(
         self,
@@ -107,7 +110,10 @@ class FlowCall:
         if self.family.guidance == "cfg":
             arguments["negative_prompt"] = [negative for _, negative in self.prompts]
         self.tracker.begin_pass()
-        with torch.inference_mode(), vae_decoding(pipeline, self.jobs, denoiser.dtype):
+        with (
+            torch.inference_mode(),
+            vae_decoding(pipeline, self.jobs, denoiser.dtype, blank=self.blank),
+        ):
             result = pipeline(
                 prompt=[positive for positive, _ in self.prompts],
                 num_inference_steps=steps,
@@ -131,8 +137,10 @@ def render_flow_group(
     progress: ProgressCallback | None,
     cancel: threading.Event | None,
     tools: PassTools,
+    blank: BlankRows | None = None,
 ) -> list[RenderedImage]:
-    """Render ``jobs`` (one LoRA set) in one pipeline call, plus the hires pass if asked."""
+    """Render ``jobs`` (one LoRA set) in one pipeline call, plus the hires pass if asked;
+    ``blank``: where pictures that decode blank are set aside (None: they fail the render)."""
     check_flow_request(family.label, request)
     if request.mode != "txt2img":
         check_some_step_runs(family, request.steps, request.denoising_strength)
@@ -168,14 +176,15 @@ def render_flow_group(
         [(positive, negative) for positive, negative, _ in read],
         tracker,
         tools,
+        blank,
     )
     lora_files = tools.registry.network_files("lora")
     vae_path = vae_file(tools.registry, request, model.pipeline.vae.config.latent_channels)
-    vae = None if vae_path is None else tools.models.vae_for(model, vae_path)
+    override = None if vae_path is None else tools.models.vae_for(model, vae_path)
     params: dict[str, object] = {}
     with (
         flow_loras(model.pipeline, jobs[0].loras, lora_files) as loras,
-        vae_in_use(model.pipeline, vae),
+        vae_in_use(model.pipeline, None if override is None else override.vae),
     ):
         canvas = inputs.canvas
         if canvas is not None:
@@ -203,6 +212,8 @@ def render_flow_group(
         else:
             images = call("txt2img", size, request.steps)
         if hires is not None:
+            # A stop during the first pass's decode: not the enlarge, encode and a hires step.
+            raise_if_cancelled(cancel)
             resolved = tools.registry.resolve_upscaler(hires.upscaler)
             start = [tools.models.enlarge(image, hires.size, resolved, cancel) for image in images]
             tracker.later_steps = 0
@@ -215,7 +226,7 @@ def render_flow_group(
     params["Lora hashes"] = hash_list(
         short_hashes(tools.registry, loras.names, lora_files, tensor_data=True)
     )
-    params |= vae_params(tools.registry, vae_path)
+    params |= vae_params(override)
     if family.guidance == "distilled":
         params["Distilled CFG Scale"] = float(request.cfg_scale)
     # Every picture of the call applied the same LoRAs (``Engine._run`` groups by them).

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.model_cache import LoadedModel, ModelCache
+from inference.model_cache import LoadedModel, ModelCache, VaeOverride
 from inference.networks import EmbeddingPlaceholders, applied_embeddings, applied_loras
 from inference.passes.jobs import ImageJob
 from inference.registry import ModelRegistry
@@ -65,11 +65,12 @@ def hash_list(hashes: dict[str, str]) -> str | None:
     return ", ".join(f"{name}: {short}" for name, short in hashes.items()) or None
 
 
-def vae_params(registry: ModelRegistry, vae_path: Path | None) -> dict[str, object]:
-    """What the infotext says about the VAE override (nothing without one)."""
-    if vae_path is None:
+def vae_params(override: VaeOverride | None) -> dict[str, object]:
+    """What the infotext says about the VAE override (nothing without one): the hash of the
+    file as it was loaded."""
+    if override is None:
         return {"VAE hash": None, "VAE": None}
-    return {"VAE hash": registry.sha256(vae_path)[:VAE_HASH_LENGTH], "VAE": vae_path.name}
+    return {"VAE hash": override.sha256[:VAE_HASH_LENGTH], "VAE": override.path.name}
 
 
 @contextmanager
@@ -87,18 +88,18 @@ def job_networks(
     embedding_files = registry.network_files("embedding")
     embeddings = sorted({name for job in jobs for name in job.embeddings})
     vae_path = vae_file(registry, request, model.pipeline.vae.config.latent_channels)
-    vae = None if vae_path is None else models.vae_for(model, vae_path)
+    override = None if vae_path is None else models.vae_for(model, vae_path)
     with (
         applied_loras(pipeline, jobs[0].loras, lora_files) as loras,
         applied_embeddings(pipeline, embeddings, embedding_files) as (tokens, applied),
     ):
         yield JobNetworks(
             tokens=tokens,
-            vae=vae,
+            vae=None if override is None else override.vae,
             lora_warnings=loras.warnings,
             embedding_warnings=applied.skipped,
             shared_infotext={
-                **vae_params(registry, vae_path),
+                **vae_params(override),
                 "Lora hashes": hash_list(
                     short_hashes(registry, loras.names, lora_files, tensor_data=True)
                 ),

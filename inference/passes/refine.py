@@ -14,7 +14,7 @@ import torch
 from inference.family_rules import refiner_needs_sdxl_base
 from inference.model_cache import LoadedModel
 from inference.networks import EmbeddingPlaceholders
-from inference.passes.denoise import PassTools, TaskArguments
+from inference.passes.denoise import BlankRows, PassTools, TaskArguments
 from inference.passes.jobs import ImageJob, PromptTimeline
 from inference.passes.networks import JobNetworks
 from inference.progress import StepTracker
@@ -49,8 +49,10 @@ class Refining:
         tracker: StepTracker,
         networks: JobNetworks,
         tools: PassTools,
+        blank: BlankRows | None = None,
     ) -> Any:
-        """The pictures: the rest of the schedule from ``latents`` (the base call's output)."""
+        """The pictures: the rest of the schedule from ``latents`` (the base call's output);
+        ``blank``: where those that decode blank are set aside (``Denoiser``)."""
         # LoRAs and embeddings belong to the base model's networks; the refiner reads the
         # prompt as plain words (its one encoder has no place for the base's embeddings).
         plain = dataclasses.replace(networks, tokens=EmbeddingPlaceholders({}))
@@ -69,6 +71,7 @@ class Refining:
             tracker,
             plain,
             timeline=PromptTimeline(request.steps, finishes_schedule=True),
+            blank=blank,
         )
 
 

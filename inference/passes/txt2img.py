@@ -13,6 +13,7 @@ from PIL import Image
 from inference.img2img_steps import Img2ImgSteps
 from inference.model_cache import LoadedModel
 from inference.passes.denoise import (
+    BlankRows,
     PassTools,
     longest_schedule,
     pipeline_task,
@@ -25,7 +26,7 @@ from inference.passes.jobs import ImageJob, PromptTimeline
 from inference.passes.networks import JobNetworks
 from inference.passes.output import base_params, rendered
 from inference.passes.refine import refining_for
-from inference.progress import StepTracker, previewer_for
+from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
 from inference.upscale import LATENT_UPSCALERS, HiresOptions
 
@@ -39,8 +40,10 @@ def render_group(
     progress: ProgressCallback | None,
     cancel: threading.Event | None,
     tools: PassTools,
+    blank: BlankRows | None = None,
 ) -> list[RenderedImage]:
-    """Render ``jobs`` (one LoRA set) in one pipeline call, plus the hires pass if asked."""
+    """Render ``jobs`` (one LoRA set) in one pipeline call, plus the hires pass if asked;
+    ``blank``: where pictures that decode blank are set aside (None: they fail the render)."""
     size = request.size()
     task = pipeline_task(request.mode, model.inpainting_unet)
     # Inpainting checkpoints render txt2img through the inpaint pipeline; hires fix too.
@@ -80,12 +83,17 @@ def render_group(
         output_type="pil" if latent is None and refining is None else "latent",
         controls=controls,
         image_prompt=image_prompt,
+        blank=blank,
     )
     if refining is not None:
-        first_pass = refining.finish(request, jobs, size, first_pass, tracker, networks, tools)
+        first_pass = refining.finish(
+            request, jobs, size, first_pass, tracker, networks, tools, blank
+        )
     images: list[Image.Image] = first_pass
     params: dict[str, object] = {}
     if hires is not None:
+        # A stop during the first pass's decode: not the enlarge, encode and a hires step.
+        raise_if_cancelled(cancel)
         start: list[Image.Image] | torch.Tensor
         if latent is not None:
             scale = model.pipeline.vae_scale_factor
@@ -117,6 +125,7 @@ def render_group(
             scheduler=sampler,
             # The web UI's: the prompt's edits go on from the first pass's steps.
             timeline=PromptTimeline(hires_steps, first_pass_steps=request.steps),
+            blank=blank,
         )
         params = hires.infotext(upscaler)
     if inputs.canvas is not None:

@@ -66,9 +66,14 @@ class NatsTransport:
         engine: InstantEngine,
         devices: tuple[str, ...] = ("gpu-0",),
         fetch_timeout_s: float = WorkerConfig.fetch_timeout_s,
+        unpulled_wait_s: float = WorkerConfig.unpulled_wait_s,
     ) -> None:
         config = WorkerConfig(
-            self.server.url, devices, idle_poll_s=0.1, fetch_timeout_s=fetch_timeout_s
+            self.server.url,
+            devices,
+            idle_poll_s=0.1,
+            fetch_timeout_s=fetch_timeout_s,
+            unpulled_wait_s=unpulled_wait_s,
         )
         self._workers.append(asyncio.create_task(serve(config, lambda _: engine, self._stop)))
 

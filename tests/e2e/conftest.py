@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from bot.app import EaselBot, build
-from bot.settings import Settings
+from bot.discord_endpoints import point_discord_at
+from bot.settings import DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT, Settings
 from inference.segment import write_tiny_clipseg
 from inference.worker import EngineFactory
 from tests.conftest import ErrorLogs
@@ -33,6 +34,14 @@ def easel_settings(
         EASEL_MODELS_DIR=str(models_dir),
         EASEL_DEVICES="cpu",
     )
+
+
+@pytest.fixture
+def discord_endpoints_restored() -> Iterator[None]:
+    """For a test of ``app.run``, which points discord.py at the fake for good (a process runs
+    it once): discord.py's own endpoints put back after it."""
+    yield
+    point_discord_at(DISCORD_API_BASE_DEFAULT, DISCORD_GATEWAY_URL_DEFAULT)
 
 
 @pytest.fixture

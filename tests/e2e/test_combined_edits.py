@@ -236,7 +236,7 @@ async def test_reroll_and_remix_are_not_offered_under_an_upscale_and_refuse_one(
         remix_then = f"easel:remix:{job}:0"
         as_posted_before(upscaled, f"easel:dm:{job}:0", remix_then)
         before = await charged(bot, fake)
-        for old, button in ((f"easel:reroll:{job}", "🔄"), (remix_then, "Remix")):
+        for old, button in ((f"easel:reroll:{job}", "Reroll (🔄)"), (remix_then, "Remix")):
             refused = await clicked(fake, upscaled, old)
             assert refused.is_ephemeral and not refused.attachments, refused.summary()
             assert f"{button} does nothing new under an upscale" in refused.content

@@ -117,3 +117,28 @@ async def test_what_the_plan_reads_as_one_text_renders_and_a_remix_to_alternatio
         assert refused.content == EDITING_ON.format("Flux dev"), refused.summary()
         assert bot.queue.queued_count() == 0
         assert await images_today(bot.services, fake.user_id, fake.guild_id) == 3
+
+
+async def test_a_compare_cell_on_flux_whose_prompt_has_and_is_refused_before_queueing(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """/compare whose cells render ``AND`` on Flux: a model axis (SD, then Flux) and a
+    prompt search/replace on Flux that brings the ``AND`` in. Each refused privately, in the
+    render's sentence, before anything is queued or charged (the Flux cells were rendered
+    SD-style or refused after the wait); the same grid on SD alone renders."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        for options in (
+            {"prompt": "a cat AND a dog", "x": "model", "x_values": "sd, my-flux"},
+            {"prompt": "a cat", "model": "my-flux", "x": "prompt", "x_values": "cat, cat AND dog"},
+        ):
+            handle = await fake.invoke_command("compare", {**QUICK, **options})
+            reply = await handle.wait_for_original(lambda m: not m.is_loading)
+            assert reply.is_ephemeral, (options, reply.summary())
+            assert reply.content == AND_ON.format("Flux dev"), (options, reply.summary())
+        assert bot.queue.queued_count() == 0
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 0
+        options = {"prompt": "a cat AND a dog", "x": "seed", "x_values": "1, 2", "model": "sd"}
+        handle = await fake.invoke_command("compare", {**QUICK, **options})
+        grid = await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        assert not grid.is_ephemeral, grid.summary()

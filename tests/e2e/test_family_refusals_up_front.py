@@ -14,7 +14,15 @@ from bot.presets import Scope
 from bot.settings import Settings
 from inference.tiny import write_tiny_checkpoint, write_tiny_model
 from tests.e2e.conftest import easel_settings
-from tests.e2e.helpers import QUICK, StartEasel, images_today, reply_to
+from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    has_picture,
+    images_today,
+    reply_to,
+)
+from tests.e2e.test_combined_edits import answered
 from tests.fake_discord import FakeDiscord
 
 
@@ -214,3 +222,69 @@ async def test_a_preset_without_a_model_is_saved_with_a_note_of_what_the_default
         )
         assert saved.content.startswith("Saved your preset **p**"), saved.content
         assert "Note" not in saved.content, saved.content
+
+
+async def test_settings_tell_of_a_sampler_or_clip_skip_this_servers_default_refuses(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """/settings name no model and are the member's on every server: a clip skip or sampler
+    this server's default (Flux) refuses is saved with a note saying so, in the render's
+    sentence, where it was told only when used. A change that gives neither, or an SD
+    default, has no note."""
+    fake = fake_discord
+    owner = fake.owner_id
+    async with start_easel() as bot:
+        await reply_to(fake, "easel-admin default-model", {"name": "my-flux"}, user=owner)
+        for settings, refusal in (
+            ({"clip_skip": 2}, f"Clip skip {FLUX}."),
+            ({"sampler": "DPM++ SDE"}, FLUX_SAMPLER),
+        ):
+            saved = await reply_to(fake, "settings", settings)
+            assert saved.content.startswith("Saved."), saved.content
+            assert saved.content.endswith(
+                "\nNote: naming no model, it renders here with this server's default, which "
+                f"refuses it: {refusal} Add a `--model` that takes it when you use it here."
+            ), saved.content
+        kept = await bot.services.member_settings.get(fake.user_id)
+        assert (kept.clip_skip, kept.sampler) == (2, "DPM++ SDE")
+        unrelated = await reply_to(fake, "settings", {"steps": 3})
+        assert "Note" not in unrelated.content, unrelated.content
+        await reply_to(fake, "easel-admin default-model", {"name": "sd"}, user=owner)
+        on_sd = await reply_to(fake, "settings", {"clip_skip": 2, "sampler": "DPM++ SDE"})
+        assert on_sd.content.startswith("Saved.") and "Note" not in on_sd.content, on_sd.content
+
+
+async def test_a_compare_is_checked_by_the_samplers_and_models_its_cells_render(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """/compare checks each cell's model and sampler against its family, as /imagine checks
+    its one. With a /settings sampler Flux lacks: a sampler axis renders it in no cell, so a
+    grid of samplers Flux takes renders on Flux, and one with a sampler Flux lacks is refused
+    in the typed sampler's sentence; a model axis whose Flux cell would render the saved
+    sampler is refused naming /settings. Nothing refused is queued or charged."""
+    fake = fake_discord
+    owner = fake.owner_id
+    from_settings = (
+        "That sampler comes from your /settings: change it with `/settings sampler:`, "
+        "or clear them with `/settings reset:True`."
+    )
+    async with start_easel() as bot:
+        await reply_to(fake, "easel-admin default-model", {"name": "sd"}, user=owner)
+        await reply_to(fake, "settings", {"sampler": "DPM++ SDE"})
+        for options, expected in (
+            ({"x": "sampler", "x_values": "Euler, DPM++ SDE", "model": "my-flux"}, FLUX_SAMPLER),
+            ({"x": "model", "x_values": "sd, my-flux"}, f"{FLUX_SAMPLER} {from_settings}"),
+        ):
+            handle = await fake.invoke_command("compare", {"prompt": "a cat", **QUICK, **options})
+            reply = await handle.wait_for_original(
+                lambda m: not m.is_loading, timeout=RENDER_TIMEOUT_S
+            )
+            assert reply.is_ephemeral, (options, reply.summary())
+            assert reply.content == expected, (options, reply.content)
+        assert bot.queue.queued_count() == 0
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 0
+        options = {"x": "sampler", "x_values": "Euler, UniPC", "model": "my-flux"}
+        handle = await fake.invoke_command("compare", {"prompt": "a cat", **QUICK, **options})
+        grid = await handle.wait_for_original(answered, timeout=RENDER_TIMEOUT_S)
+        assert has_picture(grid) and not grid.is_ephemeral, grid.summary()
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 2

@@ -41,7 +41,7 @@ async def test_history_pages_search_show_and_forget_me(
         assert "page 1/2 (6 in all)" in first_page.content
         assert job_id_of(dog) in first_page.content  # newest first
         assert job_id_of(other) not in first_page.content
-        click = await fake_discord.click(first_page, label="▶")
+        click = await fake_discord.click(first_page, label="Next ▶")
         second_page = await click.wait_for_original(lambda m: "page 2/2" in m.content)
         assert job_id_of(results[0]) in second_page.content
 

@@ -60,7 +60,7 @@ async def test_queue_and_cancel_your_latest_job(
         admin = await reply_to(
             fake_discord, "cancel", {"job_id": running_id}, user=fake_discord.owner_id
         )
-        assert "stops at the next step; nothing is charged" in admin.content
+        assert f"Stopped job `{running_id}`; nothing is charged" in admin.content
         # Its maker did not stop it: told a moderator did (``journal.StoppedBy``), uncharged.
         stopped = await long_job.wait_for_original(
             lambda m: MODERATOR_STOPPED in m.content, timeout=30

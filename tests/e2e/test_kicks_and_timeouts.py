@@ -12,6 +12,7 @@ import time
 from typing import cast
 
 import aiohttp
+import pytest
 
 from bot.app import EaselBot, build
 from bot.bans import Standing, StopCause
@@ -23,6 +24,7 @@ from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
     StartEasel,
+    calls_held,
     has_picture,
     images_today,
     imagine,
@@ -30,8 +32,10 @@ from tests.e2e.helpers import (
     reply_to,
     with_web_server,
 )
+from tests.e2e.test_moderation_commands import until
 from tests.e2e.test_region import mask_form, region_offer
 from tests.e2e.test_server_scope import RAIDER, acknowledged, stop_while_handled
+from tests.e2e.test_taking_back import rendered_unposted
 from tests.fake_discord import FakeDiscord
 from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.payloads import PERMISSION_VIEW_AUDIT_LOG
@@ -172,3 +176,60 @@ async def test_the_mask_editors_submit_refuses_a_member_stopped_in_the_server(
             async with http.post(link, data=mask_form(painted=True)) as posted:
                 assert posted.status == 403 and STOPPED_IN_SERVER in await posted.text()
         assert (await bot.services.history.page(RAIDER, 0, guild_id=fake.guild_id)).total == 0
+
+
+async def test_a_ban_lifted_lets_the_member_back_and_what_it_stopped_stays_stopped(
+    fake_discord: FakeDiscord, easel_settings_for_test: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ban, then unban (GUILD_BAN_REMOVE) and join again. The ban's stop is forgotten at once,
+    not after its hour: a result that finished before the ban, its post held until after the
+    unban, is posted; the member's commands, and the mask-editor page they opened before the
+    ban, work again. The job the ban stopped stays stopped and refunded (submitted again, it
+    renders), and the audit keeps the ban's row, naming it, and no other."""
+    fake = fake_discord
+    fake.add_member(RAIDER, "raider", roles=(fake.member_role_id,))
+    async with running_bot(fake, build(with_web_server(easel_settings_for_test))) as client:
+        bot = cast(EaselBot, client)
+        link = link_of(await region_offer(fake, await imagine(fake, "a harbour"), RAIDER))
+        posts = calls_held(bot.results, "deliver", monkeypatch)
+        finished, _ = await rendered_unposted(fake, bot, "a finished raid", user=RAIDER)
+        starts = calls_held(bot.results, "why_not_started", monkeypatch)  # it stays queued
+        raid = await fake.invoke_command("imagine", {"prompt": "a raid", **QUICK}, user=RAIDER)
+        queued = await raid.wait_for_original(lambda m: any("cancel" in c for c in m.custom_ids))
+        stopped = queued.custom_ids[0].rsplit(":", 1)[1]
+        stops = bot.services.stopped_members
+
+        async def ban_heard() -> bool:  # the gateway's event read: work begun before stops
+            return stops.holds(fake.guild_id, RAIDER, began_at=0.0)
+
+        async def unban_heard() -> bool:
+            return not await ban_heard()
+
+        await fake.ban_member(RAIDER)
+        assert await until(ban_heard)  # else the start let go below could render the raid
+        starts.set()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(link, data=mask_form(painted=True)) as posted:
+                assert posted.status == 403  # no longer a member
+            with pytest.raises(ValueError, match="banned"):  # Discord refuses their join
+                fake.add_member(RAIDER, "raider", roles=(fake.member_role_id,))
+
+            await fake.unban_member(RAIDER)
+            assert await until(unban_heard)
+            fake.add_member(RAIDER, "raider", roles=(fake.member_role_id,))  # joined again
+            posts.set()
+            await finished.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+            await raid.wait_for_original(lambda m: SANCTION_STOPPED in m.content, timeout=30)
+            async with http.post(link, data=mask_form(painted=True)) as posted:
+                assert posted.status == 200, await posted.text()
+        again = await fake.invoke_command("imagine", {"prompt": "a raid", **QUICK}, user=RAIDER)
+        await again.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)
+        ended = await bot.services.history.job(stopped)
+        assert ended is not None and ended.status == "cancelled"
+        # The finished raid, the stopped one, the page's Vary (Region) and the raid again;
+        # the stopped one refunded.
+        assert (await bot.services.history.page(RAIDER, 0, guild_id=fake.guild_id)).total == 4
+        assert await images_today(bot.services, RAIDER, fake.guild_id) == 3
+        audit = await reply_to(fake, "easel-admin audit", user=fake.owner_id)
+        _, entry = audit.content.splitlines()  # the ban's row alone
+        assert f"{StopCause.BAN.audited_as}: — → <@{RAIDER}>: {stopped}" in entry, entry

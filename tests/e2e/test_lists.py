@@ -4,18 +4,29 @@ paged, searchable, the server's model and LoRA rules applied, LoRA cards read fr
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from bot.app import build
+import bot.policy.guild as guild_policy
+from bot.app import EaselBot, build
 from inference.infotext import infotext_from_png, png_with_infotext
 from inference.tiny import write_tiny_embedding, write_tiny_lora
 from tests.e2e.conftest import easel_settings
-from tests.e2e.helpers import QUICK, RENDER_TIMEOUT_S, images_today, imagine, reply_to
+from tests.e2e.helpers import (
+    QUICK,
+    RENDER_TIMEOUT_S,
+    calls_held,
+    images_today,
+    imagine,
+    reply_to,
+)
+from tests.e2e.test_moderation_commands import WAIT_S, until
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.fixtures import running_bot
 from tests.support.pictures import has_picture
@@ -72,8 +83,8 @@ async def test_lists_page_search_and_follow_the_servers_rules(
         assert loras.embeds[0]["title"] == "LoRAs (12)" and footer_of(loras) == "Page 1/2"
         first_page = lines_of(loras)
         assert len(first_page) == 10 and first_page[0].startswith("`<lora:filler-00:0.8>`")
-        assert loras.component(label="◀")["disabled"] is True
-        click = await fake.click(loras, label="▶")
+        assert loras.component(label="◀ Previous")["disabled"] is True
+        click = await fake.click(loras, label="Next ▶")
         await click.wait_for_ack()
         assert click.response_type == 7  # the same message shows the next page
         assert footer_of(loras) == "Page 2/2"
@@ -81,7 +92,7 @@ async def test_lists_page_search_and_follow_the_servers_rules(
             "`<lora:red-cat:0.8>` — base model SD 1.5; trigger words: red cat, whiskers, sofa",
             "`<lora:xl-style:0.8>` — base model SDXL",
         ]
-        assert loras.component(label="▶")["disabled"] is True
+        assert loras.component(label="Next ▶")["disabled"] is True
 
         # Search looks at names, base models and trigger words.
         searched = await reply_to(fake, "loras", {"search": "sdxl"})
@@ -170,7 +181,9 @@ async def test_a_lora_the_server_leaves_out_is_refused_free_hidden_and_not_reuse
             {"kind": "LoRA", "action": "add", "name": "FILLER-00"},
             user=fake.owner_id,
         )
-        assert added.content == "Added `filler-00` to the allowed LoRAs.", added.content
+        assert added.content == (
+            "Added `filler-00` to the allowed LoRAs. Easel now allows only the listed LoRAs."
+        ), added.content
         # Two files differing in letter case only: which one is meant is not guessed.
         (models_dir / "lora" / "Filler-01.safetensors").symlink_to(
             models_dir / "lora" / "filler-01.safetensors"
@@ -242,3 +255,150 @@ async def test_an_unknown_lora_tag_is_refused_as_the_lora_option_refuses_it(
         assert "did you mean `red-cat`?" in typed.content
         assert bot.queue.queued_count() == 0
         assert await images_today(bot.services, fake.user_id, fake.guild_id) == 0
+
+
+async def queued(fake: FakeDiscord, options: dict[str, str]) -> str:
+    """The id of a quick /imagine with ``options``, once queued (its start held)."""
+    handle = await fake.invoke_command("imagine", {**options, **QUICK})
+    shown = await handle.wait_for_original(lambda m: any("cancel" in c for c in m.custom_ids))
+    return shown.custom_ids[0].rsplit(":", 1)[1]
+
+
+async def ended(bot: EaselBot, job_id: str) -> str:
+    """How job ``job_id`` ended (its status once neither queued nor running)."""
+
+    async def status() -> str | None:
+        stored = await bot.services.history.job(job_id)
+        return None if stored is None else stored.status
+
+    async def over() -> bool:
+        return await status() not in (None, "queued", "running")
+
+    assert await until(over), job_id
+    return str(await status())
+
+
+async def test_the_first_model_or_lora_listed_says_how_many_queued_jobs_end(
+    fake_discord: FakeDiscord, tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first entry closes every other model (or LoRA), as a first channel closes every other
+    channel: the admin is told so, with the count of jobs queued or rendering it ends; so is a
+    removal that leaves others listed."""
+    fake, owner = fake_discord, fake_discord.owner_id
+    bot = build(easel_settings(fake, tmp_path / "data", models_dir))
+    async with running_bot(fake, bot):
+        gate = calls_held(bot.results, "why_not_started", monkeypatch)
+        jobs = {
+            name: await queued(fake, options)
+            for name, options in {
+                "other model": {"prompt": "a cat", "model": "other"},
+                "other lora": {"prompt": "a cat <lora:red-cat:0.8>", "model": "tiny"},
+                "kept": {"prompt": "a dog <lora:filler-00:0.5>", "model": "tiny"},
+            }.items()
+        }
+        first = await reply_to(
+            fake, "easel-admin model", {"action": "add", "name": "tiny"}, user=owner
+        )
+        assert first.content == (
+            "Added `tiny` to the allowed models. Easel now allows only the listed models. 1 job "
+            "queued or rendering now with a model the list leaves out ends unposted and refunded "
+            "(its maker is told): at once if rendering, else when it would start unless the list "
+            "allows it again by then."
+        ), first.content
+        lora = {"kind": "LoRA", "action": "add", "name": "filler-00"}
+        first_lora = await reply_to(fake, "easel-admin addon", lora, user=owner)
+        assert first_lora.content.startswith(
+            "Added `filler-00` to the allowed LoRAs. Easel now allows only the listed LoRAs. "
+            "1 job queued or rendering now with a LoRA the list leaves out ends unposted"
+        ), first_lora.content
+        # Another entry closes nothing more; taking one of two off ends what used it.
+        await reply_to(fake, "easel-admin model", {"action": "add", "name": "other"}, user=owner)
+        removed = await reply_to(
+            fake, "easel-admin model", {"action": "remove", "name": "other"}, user=owner
+        )
+        assert removed.content.startswith(
+            "Removed `other` from the allowed models. 1 job queued or rendering now with a "
+            "model the list leaves out ends"
+        ), removed.content
+        gate.set()
+        ends = {"other model": "cancelled", "other lora": "cancelled", "kept": "done"}
+        assert {name: await ended(bot, job_id) for name, job_id in jobs.items()} == ends
+        assert await images_today(bot.services, fake.user_id, fake.guild_id) == 1  # refunded
+
+
+async def test_a_job_naming_no_model_is_counted_with_the_engines_pick(
+    fake_discord: FakeDiscord, tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no list and no default, a job naming no model renders with the engine's pick
+    (``other``, the first installed): a first entry leaving it out counts that job, which ends."""
+    fake, owner = fake_discord, fake_discord.owner_id
+    bot = build(easel_settings(fake, tmp_path / "data", models_dir))
+    async with running_bot(fake, bot):
+        gate = calls_held(bot.results, "why_not_started", monkeypatch)
+        job_id = await queued(fake, {"prompt": "a cat"})
+        first = await reply_to(
+            fake, "easel-admin model", {"action": "add", "name": "tiny"}, user=owner
+        )
+        assert "1 job queued or rendering now with a model the list leaves out" in first.content
+        gate.set()
+        assert await ended(bot, job_id) == "cancelled"
+
+
+async def test_a_list_narrowed_then_undone_before_a_queued_job_starts_lets_it_render(
+    fake_discord: FakeDiscord, tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued job is judged when it would start, by the lists of then: the answer says so,
+    and an undo before its start lets it render."""
+    fake, owner = fake_discord, fake_discord.owner_id
+    bot = build(easel_settings(fake, tmp_path / "data", models_dir))
+    async with running_bot(fake, bot):
+        gate = calls_held(bot.results, "why_not_started", monkeypatch)
+        job_id = await queued(fake, {"prompt": "a cat", "model": "other"})
+        first = await reply_to(
+            fake, "easel-admin model", {"action": "add", "name": "tiny"}, user=owner
+        )
+        assert "when it would start unless the list allows it again by then" in first.content
+        await reply_to(fake, "easel-admin model", {"action": "remove", "name": "tiny"}, user=owner)
+        gate.set()
+        assert await ended(bot, job_id) == "done"
+
+
+async def test_a_narrowing_is_answered_at_once_and_counted_off_the_event_loop(
+    fake_discord: FakeDiscord, tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count reads every job queued in the server, which for thousands takes seconds: the
+    admin's command is deferred before it (within Discord's 3 s, which the fake checks), and it
+    runs on a thread, so that other members are answered meanwhile. The count is held here
+    until another member's /queue is answered."""
+    fake, owner = fake_discord, fake_discord.owner_id
+    bot = build(easel_settings(fake, tmp_path / "data", models_dir))
+    async with running_bot(fake, bot):
+        gate = calls_held(bot.results, "why_not_started", monkeypatch)
+        await queued(fake, {"prompt": "a cat", "model": "other"})
+        counting, go_on = threading.Event(), threading.Event()
+        released: list[bool] = []
+        count = guild_policy._models_left_out
+
+        def held_count(*args: Any) -> int:
+            counting.set()
+            # On the loop, nothing could set it: the wait would end unreleased.
+            released.append(go_on.wait(timeout=WAIT_S))
+            return count(*args)
+
+        async def count_started() -> bool:
+            return counting.is_set()
+
+        monkeypatch.setattr(guild_policy, "_models_left_out", held_count)
+        try:
+            handle = await fake.invoke_command(
+                "easel-admin model", {"action": "add", "name": "tiny"}, user=owner
+            )
+            await handle.wait_for_ack()  # deferred: the count has not ended
+            assert await until(count_started)
+            assert (await reply_to(fake, "queue")).content
+        finally:
+            go_on.set()
+        answer = await handle.wait_for_answer()
+        assert released == [True]
+        assert "1 job queued or rendering now with a model" in answer.content, answer.content
+        gate.set()

@@ -545,7 +545,7 @@ async def test_a_moderators_list_pages_through_a_members_jobs(
         listed = await reply_to(fake, "easel-mod jobs", {"member": RAIDER}, user=MOD)
         assert "page 1/2 (6 in all)" in listed.content, listed.content
         shown = set(re.findall(r"`([0-9a-f]{16})`", listed.content))
-        await fake.click(listed, label="▶", user=MOD)
+        await fake.click(listed, label="Next ▶", user=MOD)
 
         async def turned() -> bool:
             return "page 2/2" in fake.messages[listed.id].content
@@ -676,7 +676,7 @@ async def test_the_page_button_answers_before_asking_discord_about_channels(
         monkeypatch.setattr(visibility, "_fetched_channel", slow)
         listed = await reply_to(fake, "easel-mod jobs", {"member": RAIDER}, user=ROLE_MOD)
         assert "page 1/2" in listed.content, listed.content
-        await fake.click(listed, label="▶", user=ROLE_MOD)
+        await fake.click(listed, label="Next ▶", user=ROLE_MOD)
 
         async def turned() -> bool:
             return "page 2/2" in fake.messages[listed.id].content

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import discord
 import pytest
 from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
@@ -276,7 +277,7 @@ async def test_forged_and_expired_links_are_refused(
                 answer = await posted.text()
                 assert posted.status == 400 and "mask is 64x32 but" in answer, answer
             async with http.get(link) as shown:  # the genuine link still opens: nothing used it
-                assert shown.status == 200 and "<canvas id=mask>" in await shown.text()
+                assert shown.status == 200 and "<canvas id=mask " in await shown.text()
 
             # Discord's connection breaks while the member is looked up: refused, not a 500,
             # with "try again" (503), and not kept as the member's refusal (checked below): the
@@ -768,3 +769,57 @@ async def test_a_link_from_a_thread_of_an_allowed_channel_opens_and_submits(
         )
         request = await bot.queue.request_of(job_id_of(repainted))
         assert request is not None and request.mode == "inpaint"
+
+
+async def test_a_link_from_a_thread_whose_channel_easel_may_not_view_journals_age_restricted(
+    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+) -> None:
+    """Discord's channel obfuscation: a channel Easel may not view shows Easel no
+    age-restriction flag (as if off, here). A link from a copy shown in a thread of such a
+    channel submitted a job journaled as made outside one, whose pictures could then go to
+    direct messages; a command there counts it as age-restricted (``parent_unseen``)."""
+    fake = fake_discord
+    adults = fake.add_text_channel("adults", nsfw=True)
+    thread = fake.add_thread("late", parent=adults)
+    async with start_region_easel() as bot:
+        result = await imagine(fake, "a quiet harbour")
+        shown = await fake.invoke_command("show", {"job_id": job_id_of(result)}, channel=thread)
+        copy = await shown.wait_for_original(has_picture)
+        link = link_of(await region_offer(fake, copy, fake.user_id))
+        fake.set_overwrite(adults, fake.bot_user_id, deny=VIEW_CHANNEL, member=True)
+        await reply_to(fake, "help", user=fake.owner_id)  # delivers the change
+        hidden = bot.get_channel(adults)
+        assert isinstance(hidden, discord.TextChannel)
+        hidden.nsfw = False  # the flag as obfuscation shows it
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(link, data=mask_form(painted=True)) as posted,
+        ):
+            answer = await posted.text()
+            assert posted.status == 200, answer
+        job_id = re.search(r"job ([0-9a-f]{16})", answer)
+        assert job_id is not None, answer
+        job = await bot.services.history.job(job_id.group(1))
+        assert job is not None and job.channel_id == thread
+        assert job.age_restricted
+
+
+async def test_a_page_asks_discord_once_for_an_archived_thread_without_a_journaled_channel(
+    fake_discord: FakeDiscord, start_region_easel: StartRegionEasel
+) -> None:
+    """A link clicked on a copy in another thread (its job journaled elsewhere: the thread's
+    channel not known from it), that thread archived since: each page load asked Discord
+    what the thread is twice, once for its channel's rules and once for the member's sight."""
+    fake = fake_discord
+    thread = fake.add_thread("quiet")
+    channel_route = "/channels/{channel}"
+    async with start_region_easel():
+        result = await imagine(fake, "a quiet harbour")
+        shown = await fake.invoke_command("show", {"job_id": job_id_of(result)}, channel=thread)
+        copy = await shown.wait_for_original(has_picture)
+        link = link_of(await region_offer(fake, copy, fake.user_id))
+        await fake.archive_thread(thread)
+        asked = len(fake.calls_to("GET", channel_route))
+        async with aiohttp.ClientSession() as http, http.get(link + "/picture") as answer:
+            assert (answer.status, answer.content_type) == (200, "image/png")
+        assert len(fake.calls_to("GET", channel_route)) == asked + 1

@@ -50,9 +50,9 @@ async def test_grid_with_pick_and_variation_buttons(
         params = params_of(grid)
         assert params["Seed"] == 100 and params["Grid"] == "4 images"
         assert params["Grid seeds"] == "100 101 102 103"
-        labels = [c["label"] for row in grid.components for c in row["components"] if "label" in c]
+        labels = [c.get("label") for row in grid.components for c in row["components"]]
         picks_and_variations = ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"]
-        assert labels == [*picks_and_variations, "Remix", "DM me", "Delete"]
+        assert labels == [*picks_and_variations, "Reroll", "Remix", "DM me", "Delete"]
         assert all(len(custom_id) <= 100 for custom_id in grid.custom_ids)
 
         picked = await (await fake_discord.click(grid, label="U2")).wait_for_original(has_picture)
@@ -168,6 +168,10 @@ async def test_queue_position_progress_and_cancel_by_the_owner_only(
                 "JPEG",
                 (256, 256),
             )
+        # A screen reader hears what it is: not yet the result.
+        assert preview.description == (
+            "A rough preview of the render under way; the finished result follows."
+        )
 
         waiting = await fake_discord.invoke_command("imagine", {"prompt": "a next cat", **QUICK})
         queued = await waiting.wait_for_original(lambda m: "Queued" in m.content)

@@ -4,10 +4,14 @@ restores, and what each answer says it cannot."""
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import pytest
 
 import cogs.history
+from bot.app import EaselBot, build
+from bot.policy.moderation import WITHHELD_IN_DIRECT_MESSAGES
+from bot.settings import Settings
 from cogs.history import ERASE_EVERYTHING
 from tests.e2e.helpers import (
     QUICK,
@@ -20,7 +24,8 @@ from tests.e2e.helpers import (
     reply_to,
 )
 from tests.e2e.test_moderation_commands import until
-from tests.fake_discord import FakeDiscord
+from tests.fake_discord import FakeDiscord, InteractionHandle
+from tests.fake_discord.fixtures import running_bot
 from tests.fake_discord.payloads import PERMISSION_VIEW_AUDIT_LOG
 
 MEMBER = 7301
@@ -89,7 +94,7 @@ async def test_forget_me_asks_first_and_erases_only_on_the_press(
         question = await asked.wait_for_answer()
         assert question.is_ephemeral
         assert "In every server and in DMs" in question.content
-        assert "This cannot be undone, and Easel keeps no copy" in question.content
+        assert "This cannot be undone. What stays (a record that you asked" in question.content
         assert question.component(label=ERASE_EVERYTHING)["style"] == 4  # danger: red
         # Asking erased nothing.
         assert job in (await reply_to(fake, "history")).content
@@ -171,9 +176,11 @@ async def test_the_first_allowed_channel_says_every_other_closes_and_what_ends(
             fake, "easel-admin channel", {"action": "add", "channel": art}, user=fake.owner_id
         )
         assert "Easel now answers only in the listed channels" in first.content
-        assert "Queued or rendering now in other channels and their threads: 1 job," in (
-            first.content
-        )
+        assert (
+            "1 job queued or rendering now in a channel the list leaves out (or a thread of one) "
+            "ends unposted and refunded (its maker is told): at once if rendering, else when it "
+            "would start unless the list allows it again by then."
+        ) in first.content
         gate.set()
         second = await reply_to(
             fake,
@@ -184,11 +191,18 @@ async def test_the_first_allowed_channel_says_every_other_closes_and_what_ends(
         assert "answers only" not in second.content  # not the first: nothing more closes
 
 
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
 async def test_a_result_withheld_by_a_mistaken_banned_word_is_in_the_audit_by_its_id(
-    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+    fake_discord: FakeDiscord,
+    start_easel: StartEasel,
+    monkeypatch: pytest.MonkeyPatch,
+    private: bool,
 ) -> None:
     fake, owner = fake_discord, fake_discord.owner_id
     async with start_easel() as bot:
+        # A private one is named too (the audit is its server's admins' alone), never its
+        # prompt: else no admin could restore it from the audit.
+        await reply_to(fake, "settings", {"private_results": private})
         gate = calls_held(bot.results, "deliver", monkeypatch)
         handle = await fake.invoke_command("imagine", {"prompt": "a cat on a mat", **QUICK})
         queued = await handle.wait_for_original(lambda m: any("cancel" in c for c in m.custom_ids))
@@ -208,8 +222,15 @@ async def test_a_result_withheld_by_a_mistaken_banned_word_is_in_the_audit_by_it
         audit = (await reply_to(fake, "easel-admin audit", user=owner)).content
         assert "results withheld (a rule changed during their render)" in audit
         assert job in audit
+        assert "not named" not in audit and "cat on a mat" not in audit
         shown = (await reply_to(fake, "show", {"job_id": job})).content
         assert "unless a server admin restores it" in shown
+        undone = {"action": "remove", "word": "cat"}
+        await reply_to(fake, "easel-admin banned-word", undone, user=owner)
+        restored = await reply_to(fake, "easel-admin restore", {"job": job}, user=owner)
+        assert f"Restored job `{job}`: its pictures may be shown" in restored.content
+        again = await fake.invoke_command("show", {"job_id": job})
+        assert (await again.wait_for_answer()).attachments
 
 
 async def test_one_mistaken_default_is_cleared_alone(
@@ -268,3 +289,50 @@ async def test_a_preset_saved_over_or_deleted_shows_what_went(
         assert "blurry, lowres" in again
         deleted = (await reply_to(fake, "presets delete", {"name": "portrait"})).content
         assert deleted == "Deleted your preset **portrait** — steps: `8`"
+
+
+async def rendered_unposted(
+    fake: FakeDiscord, bot: EaselBot, prompt: str, **where: int
+) -> tuple[InteractionHandle, str]:
+    """A quick /imagine of ``prompt`` (``where``: its ``user``, ``channel``) rendered while the
+    bot's posts are held (``calls_held`` on its ``deliver``): its handle and job id, once the
+    journal says it is done."""
+    handle = await fake.invoke_command("imagine", {"prompt": prompt, **QUICK}, **where)
+    queued = await handle.wait_for_original(lambda m: any("cancel" in c for c in m.custom_ids))
+    job_id = queued.custom_ids[0].rsplit(":", 1)[1]
+
+    async def rendered() -> bool:
+        stored = await bot.services.history.job(job_id)
+        return stored is not None and stored.status == "done"
+
+    assert await until(rendered)
+    return handle, job_id
+
+
+async def test_a_result_withheld_in_direct_messages_names_no_server_admin(
+    fake_discord: FakeDiscord, easel_settings_for_test: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Direct messages follow the operator's rules, and no server admin can restore a job
+    made there: /show says it is gone for good, not "unless a server admin restores it"."""
+    fake = fake_discord
+    dm = fake.dm_channel_of(fake.user_id)
+    # Registered globally: commands synced to one server would exist there only.
+    settings = easel_settings_for_test.model_copy(update={"allow_dms": True, "dev_guild_id": None})
+    async with running_bot(fake, build(settings)) as client:
+        bot = cast(EaselBot, client)
+        calls_held(bot.results, "deliver", monkeypatch)  # rendered, then Easel stops
+        _, job = await rendered_unposted(fake, bot, "a cat on a mat", channel=dm)
+    monkeypatch.undo()
+    # The operator bans a word before the next start, which delivers the result: withheld.
+    banned = settings.model_copy(update={"operator_banned_words": frozenset({"cat"})})
+    async with running_bot(fake, build(banned)) as client:
+        bot = cast(EaselBot, client)
+
+        async def withheld() -> bool:
+            stored = await bot.services.history.job(job)
+            return stored is not None and stored.withdrawn
+
+        assert await until(withheld)
+        shown = await reply_to(fake, "show", {"job_id": job}, channel=dm)
+        assert shown.content == WITHHELD_IN_DIRECT_MESSAGES, shown.content
+        assert "admin" not in shown.content

@@ -4,21 +4,35 @@ form, name what they cannot honour, and hold to the rules /imagine holds to."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from bot import infotext_import
 from bot.jobs.accounting import Member
+from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota import Period
 from bot.policy.visibility import NOT_READABLE
 from bot.settings import Settings
 from inference.infotext import infotext_from_png, parse_infotext, png_with_infotext
-from tests.e2e.helpers import RENDER_TIMEOUT_S, StartEasel, has_picture, imagine, reply_to
+from inference.prompts.stopping import PlanStopped, checkpoint
+from tests.e2e.helpers import (
+    RENDER_TIMEOUT_S,
+    StartEasel,
+    has_picture,
+    imagine,
+    limit_daily_images,
+    reply_to,
+)
 from tests.fake_discord import FakeDiscord, InteractionHandle, Overwrite, StoredMessage
 from tests.fake_discord.payloads import PERMISSION_READ_MESSAGE_HISTORY
+from tests.fake_discord.rest import ACK_DEADLINE_S
 
 CIVITAI = (
     "a lighthouse at dusk, <lora:missing-style:0.8>\n"
@@ -27,6 +41,12 @@ CIVITAI = (
     "Created Date: 2024-05-01T10:00:00.0000000Z, "
     'Civitai resources: [{"type":"checkpoint","modelVersionId":128713}], '
     'Hashes: {"model": "fedcba9876"}, Model: DreamShaper'
+)
+
+# A grid's settings as pasted: its Template is drawn again for each of its pictures.
+PASTED_GRID = (
+    "two red foxes Steps: 2, Sampler: Euler, Seed: 100, Size: 64x64, "
+    'Template: "two {red|blue} foxes", Grid: 2 images, Grid seeds: 100 101'
 )
 
 
@@ -102,6 +122,31 @@ async def test_use_settings_on_easel_s_grid_makes_its_batch_again(
         assert (params["Grid"], params["Grid seeds"]) == ("2 images", "100 101")
         assert params["Template"] == "two {red|blue} foxes"
         assert again.attachments[0].data == grid.attachments[0].data
+
+
+async def test_a_grid_made_again_past_the_member_s_quota_gives_what_fits_told(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """A member with one picture left today gets the grid's first picture, the one shown,
+    with a note saying why not all of it, not a refusal; with none left, the refusal."""
+    fake = fake_discord
+    async with start_easel() as bot:
+        await limit_daily_images(fake, 4)
+        grid = await imagine(fake, "two foxes", count=3, seed=100)
+        first = await rendered(await fake.invoke_message_command("Use settings", grid))
+        assert (
+            "Note: the grid has 3 pictures; only its first picture fits your quota now"
+            in first.content
+        ), first.content
+        assert "(seed 100, job" in first.content
+        _prompt, _negative, params = parse_infotext(
+            infotext_from_png(first.attachments[0].data) or ""
+        )
+        assert params["Seed"] == 100 and "Grid" not in params
+        refused = await (await fake.invoke_message_command("Use settings", grid)).wait_for_answer()
+        assert refused.is_ephemeral and "limit" in refused.content, refused.content
+        report = await bot.services.quota_status.report(Member(fake.user_id, fake.guild_id))
+        assert next(p.images for p in report.periods if p.period is Period.DAY) == 4
 
 
 @pytest.fixture
@@ -261,3 +306,64 @@ async def test_text_from_a_picture_or_a_paste_never_speaks_as_easels_note(
     assert infotext is not None and "Prompt warnings" not in infotext
     assert "slur" not in imported.content
     assert "Note: not honoured: model (what the settings say is not shown" in imported.content
+
+
+async def test_a_grid_s_template_is_drawn_again_within_a_prompt_s_budget(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drawing a pasted grid's ``Template`` again is the prompt language's work: past a
+    prompt's budget the member is refused as for a prompt, and the draw stops at its next
+    checkpoint, freeing its reader (it ran on, unbounded, on a thread of its own)."""
+    fake = fake_discord
+    started, stopped, release = threading.Event(), threading.Event(), threading.Event()
+
+    def endless_draw(*_args: object, **_kwargs: object) -> None:
+        """A Template whose draw never ends, passing the prompt language's checkpoints."""
+        started.set()
+        try:
+            while not release.wait(0.001):
+                checkpoint()
+        except PlanStopped:
+            stopped.set()
+            raise
+
+    monkeypatch.setattr(infotext_import, "build_plan", endless_draw)
+    try:
+        async with start_easel() as bot:
+            # Long enough for a reader to start on a loaded machine (else: every reader busy).
+            bot.services.prompts.budget_s = 1.0
+            reply = await reply_to(fake, "use-settings", {"infotext": PASTED_GRID})
+            assert started.is_set()
+            assert reply.is_ephemeral and "took longer than 1 s" in reply.content, reply.content
+            assert await asyncio.to_thread(stopped.wait, RENDER_TIMEOUT_S)
+            assert bot.queue.queued_count() == 0
+    finally:
+        release.set()  # no thread outlives the test
+
+
+async def test_pasted_settings_are_acknowledged_before_they_are_read(
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading pasted settings (a grid's Template drawn again) and admission's prompt plan may
+    each take most of a prompt's budget (2.5 s): together past Discord's 3 s, so the paste is
+    acknowledged before either, as a PNG is (R_B2 F1). Each step here takes 1.6 s of the fake
+    Discord's clock, not of the test's."""
+    fake = fake_discord
+
+    def taking_seconds(function: Callable[..., object]) -> Callable[..., object]:
+        def slow(*args: object, **kwargs: object) -> object:
+            fake.advance_time(1.6)
+            return function(*args, **kwargs)
+
+        return slow
+
+    monkeypatch.setattr(infotext_import, "build_plan", taking_seconds(infotext_import.build_plan))
+    monkeypatch.setattr(PromptPlanner, "_plan", taking_seconds(PromptPlanner._plan))
+    async with start_easel() as bot:
+        assert bot.services.prompts.budget_s > 1.6  # each step within its budget
+        handle = await fake.invoke_command("use-settings", {"infotext": PASTED_GRID})
+        # Without the acknowledgement first, Discord refuses the late one (10062): none comes.
+        assert await handle.wait_for_ack() <= ACK_DEADLINE_S
+        again = await rendered(handle)
+    assert "(seed 100, 101" in again.content
+    assert handle.error_codes == []

@@ -36,6 +36,7 @@ MAX_EMBED_FIELD_VALUE_CHARS = 1024
 MAX_EMBED_FOOTER_CHARS = 2048
 MAX_EMBED_AUTHOR_NAME_CHARS = 256
 MAX_FILES_PER_MESSAGE = 10
+MAX_ATTACHMENT_DESCRIPTION_CHARS = 1024  # a file's alt text
 MAX_AUTOCOMPLETE_CHOICES = 25
 MAX_CHOICE_NAME_CHARS = 100
 MAX_CHOICE_VALUE_CHARS = 100  # a string choice's value
@@ -85,6 +86,14 @@ def message_problems(body: Json) -> list[str]:
             f"content is {len(content)} characters; Discord accepts at most {MAX_CONTENT_CHARS}"
         )
     problems += embed_problems(body.get("embeds") or [])
+    for attachment in body.get("attachments") or []:
+        description = attachment.get("description") or ""
+        if len(description) > MAX_ATTACHMENT_DESCRIPTION_CHARS:
+            problems.append(
+                f"attachment {attachment.get('filename')!r}'s description is "
+                f"{len(description)} characters; Discord accepts at most "
+                f"{MAX_ATTACHMENT_DESCRIPTION_CHARS}"
+            )
     components_v2 = bool((body.get("flags") or 0) & FLAG_COMPONENTS_V2)
     problems += component_problems(body.get("components") or [], components_v2=components_v2)
     return problems

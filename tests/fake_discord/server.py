@@ -731,12 +731,21 @@ class FakeDiscord:
         member there) GUILD_MEMBER_REMOVE with the members intent, in Discord's order, which
         discord.py's ban handler relies on to find the member still cached."""
         guild_id = self._state.guild(guild).guild_id
-        event = {"guild_id": str(guild_id), "user": self._state.user_json(user_id)}
-        self._state.remove_member(user_id, guild_id)
+        event = {"guild_id": str(guild_id), "user": self._state.ban(user_id, guild_id)}
         if self._gateway.intents & INTENT_GUILD_MODERATION:
             await self._gateway.dispatch("GUILD_BAN_ADD", event)
         if self._gateway.intents & INTENT_GUILD_MEMBERS:
             await self._gateway.dispatch("GUILD_MEMBER_REMOVE", event)
+
+    async def unban_member(self, user_id: int, *, guild: int | None = None) -> None:
+        """A moderator lifts ``user_id``'s ban from ``guild`` (default: the first):
+        GUILD_BAN_REMOVE with the moderation intent (discord.py's ``on_member_unban``). They
+        are not a member again until they join (``add_member``: GUILD_MEMBER_ADD with the
+        members intent); a banned user's ``add_member`` raises."""
+        guild_id = self._state.guild(guild).guild_id
+        event = {"guild_id": str(guild_id), "user": self._state.unban(user_id, guild_id)}
+        if self._gateway.intents & INTENT_GUILD_MODERATION:
+            await self._gateway.dispatch("GUILD_BAN_REMOVE", event)
 
     async def kick_member(self, user_id: int, *, guild: int | None = None) -> None:
         """The guild's owner kicks ``user_id``: Discord announces no kick event of its own,

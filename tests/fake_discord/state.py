@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .payloads import (
     ALL_PERMISSIONS,
@@ -93,6 +93,8 @@ class GuildRecord:
     owner_id: int
     roles: dict[int, RoleRecord]
     members: dict[int, MemberRecord]
+    # Banned users, each as Discord names them in GUILD_BAN_REMOVE (no longer members).
+    banned: dict[int, Json] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,8 @@ class DiscordState:
         guild_id: int | None = None,
     ) -> MemberRecord:
         guild = self.guild(guild_id)
+        if user_id in guild.banned:  # Discord refuses a banned user's join
+            raise ValueError(f"user {user_id} is banned from guild {guild.guild_id}: unban first")
         unknown = [r for r in roles if r not in guild.roles]
         if unknown:
             raise ValueError(
@@ -237,6 +241,22 @@ class DiscordState:
     def bot_guilds(self) -> list[int]:
         """The guilds the bot is a member of (``FakeDiscord.remove_bot`` takes it out of one)."""
         return [g.guild_id for g in self.guilds.values() if self.bot_user_id in g.members]
+
+    def ban(self, user_id: int, guild_id: int | None = None) -> Json:
+        """``user_id`` banned from ``guild_id`` (default: the first), no longer a member there:
+        their user payload, kept for the unban's event."""
+        user = self.user_json(user_id)
+        self.remove_member(user_id, guild_id)
+        self.guild(guild_id).banned[user_id] = user
+        return user
+
+    def unban(self, user_id: int, guild_id: int | None = None) -> Json:
+        """The ban of ``user_id`` lifted (LookupError if none): their user payload. They may
+        join again (``add_member``); lifting a ban joins no one."""
+        guild = self.guild(guild_id)
+        if user_id not in guild.banned:
+            raise LookupError(f"user {user_id} is not banned from guild {guild.guild_id}")
+        return guild.banned.pop(user_id)
 
     def remove_member(self, user_id: int, guild_id: int | None = None) -> None:
         """``user_id`` leaves ``guild_id`` (default: the first): LookupError if not a member."""

@@ -13,6 +13,7 @@ from tests.fake_discord.payloads import Json
 from tests.fake_discord.rules import (
     autocomplete_problems,
     command_list_problems,
+    message_problems,
     text_input_problems,
 )
 from tests.fake_discord_selftest.studio import OVERLONG_CUSTOM_ID, StudioBot
@@ -119,6 +120,15 @@ def test_a_choice_value_over_100_characters_fails_the_whole_list() -> None:
     too_long = {"name": "short name", "value": "v" * 101}
     assert autocomplete_problems({"choices": [fits, too_long]}) == [
         f"choice value {'v' * 30!r} is 101 characters; Discord accepts 1 to 100"
+    ]
+
+
+def test_an_attachment_description_over_1024_characters_is_refused() -> None:
+    fits = {"id": 0, "filename": "a.png", "description": "d" * 1024}
+    assert message_problems({"attachments": [fits]}) == []
+    too_long = {"id": 1, "filename": "b.png", "description": "d" * 1025}
+    assert message_problems({"attachments": [fits, too_long]}) == [
+        "attachment 'b.png''s description is 1025 characters; Discord accepts at most 1024"
     ]
 
 

@@ -22,8 +22,9 @@ from inference.passes.denoise import blank_pictures
 from inference.passes.jobs import ImageJob, OwnRequest
 from inference.prompts import ExtraNetwork
 from inference.tiny import TINY_TEXT_HIDDEN, write_tiny_lora
-from inference.types import RenderFailed, RenderRequest
+from inference.types import PartlyRendered, RenderFailed, RenderRequest
 from tests.inference.conftest import TINY, PixelReader
+from tests.inference.test_batching import BATCH_TOLERANCE
 
 BASE = RenderRequest("a cat", width=64, height=64, steps=2, seed=5)
 BLANK = (
@@ -31,6 +32,8 @@ BLANK = (
     "may be broken"
 )
 SKIPPED = "skipped: its weights hold not-a-number or infinite values (a broken file)"
+# Add-ons of finite numbers that overflow, each as a prompt uses it and as a failure names it.
+OVERFLOWING = [("a cat hugeemb", "embedding hugeemb"), ("<lora:hugelora:1>", "LoRA hugelora")]
 
 
 def _embedding(path: Path, vectors: torch.Tensor) -> None:
@@ -106,10 +109,7 @@ def test_a_batch_with_an_unfit_embedding_renders_both_pictures(
     assert name in parse_infotext(skipped.infotext)[2]["Prompt warnings"]
 
 
-@pytest.mark.parametrize(
-    ("prompt", "named"),
-    [("a cat hugeemb", "embedding hugeemb"), ("<lora:hugelora:1>", "LoRA hugelora")],
-)
+@pytest.mark.parametrize(("prompt", "named"), OVERFLOWING)
 def test_a_picture_that_decodes_to_not_a_number_fails_naming_the_add_ons(
     broken_engine: Engine, pixels: PixelReader, prompt: str, named: str
 ) -> None:
@@ -120,6 +120,28 @@ def test_a_picture_that_decodes_to_not_a_number_fails_naming_the_add_ons(
     plain, _ = render(broken_engine, "a cat")
     good, _ = render(broken_engine, "a cat <lora:good:1>")
     assert pixels(plain).mean() > 10 and not np.array_equal(pixels(good), pixels(plain))
+
+
+@pytest.mark.parametrize(("prompt", "named"), OVERFLOWING)
+def test_a_blank_picture_in_a_batch_fails_its_request_alone_the_others_kept(
+    broken_engine: Engine, pixels: PixelReader, prompt: str, named: str
+) -> None:
+    """The others' pictures come from the one call, as their solo renders (the LoRA's picture
+    runs in a call of its own: its row is found among the batch's all the same)."""
+    requests = [
+        dataclasses.replace(BASE, prompt=text, seed=seed)
+        for text, seed in (("a cat", 5), (prompt, 6), ("a dog", 7))
+    ]
+    with pytest.raises(PartlyRendered) as partly:
+        broken_engine.render_batch(requests)
+    failures = {index: str(error) for index, error in partly.value.failures.items()}
+    assert failures == {1: f"{BLANK} ({named}); try without them"}
+    assert sorted(partly.value.rendered) == [0, 2]
+    for index in (0, 2):
+        [batched] = partly.value.rendered[index]
+        [solo] = broken_engine.render(requests[index])
+        assert batched.infotext == solo.infotext
+        assert np.abs(pixels(batched.png) - pixels(solo.png)).max() <= BATCH_TOLERANCE
 
 
 def test_half_precision_is_blamed_only_where_the_model_runs_in_it() -> None:

@@ -125,7 +125,7 @@ def test_cancel_before_start(engine: Engine) -> None:
         ({"seed": -2}, "seed must be a whole number between 0 and 4294967295, or -1 for a rand"),
         ({"variation_strength": 1.5}, "variation strength must be between 0 and 1, got 1.5"),
         ({"sampler": "Euler b"}, "unknown sampler 'Euler b'; choose one of: Euler a, Euler,"),
-        ({"model": "nope"}, "unknown model 'nope': it is not installed on this device"),
+        ({"model": "nope"}, "model 'nope' is not installed on this server: ask an admin"),
     ],
 )
 def test_bad_input_is_refused_before_any_model_load(

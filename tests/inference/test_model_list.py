@@ -17,6 +17,7 @@ import torch
 from gguf import GGMLQuantizationType
 from safetensors.torch import save_file
 
+import inference.metadata
 import inference.model_list
 from bot.services import Services
 from inference.metadata import FAMILY_CONFIGS, FAMILY_MARKERS
@@ -148,6 +149,33 @@ def test_a_denoiser_gguf_requantized_under_its_name_is_read_again(tmp_path: Path
     assert labels(registry) == {"painter": "SD 1.5, GGUF Q8_0"}
     write_gguf(weights, gguf_file, GGMLQuantizationType.Q4_0)  # the same file, rewritten
     assert labels(registry) == {"painter": "SD 1.5, GGUF Q4_0"}
+
+
+def test_a_listing_reads_a_folders_configs_and_a_gguf_header_once_per_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its label and whether it takes embeddings come from one read: a folder's configs and a
+    GGUF's header are not cached as a single safetensors file's header is."""
+    (tmp_path / "painter").mkdir()
+    (tmp_path / "painter" / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusionPipeline"}'
+    )
+    write_gguf({"proj.weight": torch.ones(4, 32)}, tmp_path / "packed.gguf")
+    read: list[str] = []
+    real_read_text, real_tensor_names = Path.read_text, inference.metadata.gguf_tensor_names
+
+    def read_text(path: Path, *args: Any, **kwargs: Any) -> str:
+        read.append(path.name)
+        return real_read_text(path, *args, **kwargs)
+
+    def tensor_names(path: Path) -> frozenset[str]:
+        read.append(path.name)
+        return real_tensor_names(path)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(inference.metadata, "gguf_tensor_names", tensor_names)
+    assert labels(ModelRegistry(tmp_path)) == {"painter": "SD 1.5", "packed": "unknown, GGUF Q8_0"}
+    assert sorted(read) == ["model_index.json", "packed.gguf"]
 
 
 class _WithRegistry:

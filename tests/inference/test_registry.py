@@ -360,12 +360,8 @@ def _settled(folder: Path) -> None:
     os.utime(folder, ns=(long_ago, long_ago))
 
 
-def test_lookups_share_one_scan_until_a_folder_changes_or_it_is_a_second_old(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Admission and autocomplete look models up several times a command: a burst reads
-    every checkpoint's header once a second, not at every lookup; a model dropped in or
-    removed shows at once, one completed in place within ``SCAN_MAX_AGE_NS``."""
+def _header_checks_counted(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The files whose headers the registry checks from now on, one entry a check."""
     checked: list[Path] = []
 
     def counted_problem(path: Path, stat: os.stat_result | None = None) -> str | None:
@@ -373,6 +369,16 @@ def test_lookups_share_one_scan_until_a_folder_changes_or_it_is_a_second_old(
         return safetensors_problem(path, stat)
 
     monkeypatch.setattr(registry_module, "safetensors_problem", counted_problem)
+    return checked
+
+
+def test_lookups_share_one_scan_until_a_folder_changes_or_it_is_a_second_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admission and autocomplete look models up several times a command: a burst reads
+    every checkpoint's header once a second, not at every lookup; a model dropped in or
+    removed shows at once, one completed in place within ``SCAN_MAX_AGE_NS``."""
+    checked = _header_checks_counted(monkeypatch)
     touch_model(tmp_path / "ready.safetensors")
     copying = _real_safetensors(tmp_path / "copying.safetensors")
     whole = _copied_halfway(copying)
@@ -393,6 +399,36 @@ def test_lookups_share_one_scan_until_a_folder_changes_or_it_is_a_second_old(
     assert registry.names() == ["copying", "new", "ready"]
     (tmp_path / "ready.safetensors").unlink()
     assert registry.names() == ["copying", "new"]
+
+
+def test_kept_names_answer_from_memory_until_a_folder_changes_or_a_copy_is_awaited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a plain /imagine's default is picked among before its acknowledgement
+    (``GuildPolicy``): the kept scan's names, however old, with no walk nor header read; None
+    (list them on a thread) once a checkpoint is added or removed anywhere in the folders'
+    trees, or while one whose copy ends in place is awaited."""
+    checked = _header_checks_counted(monkeypatch)
+    touch_model(tmp_path / "ready.safetensors")
+    touch_model(tmp_path / "Stable-diffusion" / "other.safetensors")
+    _settled(tmp_path / "Stable-diffusion")
+    _settled(tmp_path)
+    clock = _Clock()
+    registry = ModelRegistry(tmp_path, clock=clock)
+    assert registry.kept_names() is None  # nothing scanned yet
+    assert registry.names() == ["other", "ready"]
+    clock.now_ns += 10 * registry_module.SCAN_MAX_AGE_NS
+    assert registry.kept_names() == ["other", "ready"]
+    assert len(checked) == 2  # that one scan's
+    (tmp_path / "Stable-diffusion" / "other.safetensors").unlink()  # in a subfolder
+    assert registry.kept_names() is None
+    _settled(tmp_path / "Stable-diffusion")
+    assert registry.names() == ["ready"]
+    assert registry.kept_names() == ["ready"]
+    _copied_halfway(_real_safetensors(tmp_path / "copying.safetensors"))
+    _settled(tmp_path)
+    assert registry.names() == ["ready"]
+    assert registry.kept_names() is None  # ``copying`` may be whole by now
 
 
 def test_a_lora_whose_name_no_tag_can_carry_is_left_out_and_the_operator_told_once(

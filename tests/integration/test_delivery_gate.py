@@ -28,7 +28,11 @@ from bot.policy import delivery
 from bot.policy.delivery import CHANNEL_OFF, NOT_CHECKED, PROGRESS_DELETED
 from bot.policy.guild import GuildList, GuildPolicy, NsfwPolicy
 from bot.policy.member_settings import MemberSettings
-from bot.policy.moderation import WITHHELD_BECAUSE, WITHHELD_PICTURE
+from bot.policy.moderation import (
+    WITHHELD_BECAUSE,
+    WITHHELD_IN_DIRECT_MESSAGES,
+    WITHHELD_PICTURE,
+)
 from bot.policy.prompt_safety import PromptPlanner
 from bot.policy.quota import DEFAULT_LIMITS, Period, period_start
 from bot.services import Services
@@ -284,8 +288,9 @@ async def test_a_rule_changed_while_the_job_waits_holds_at_delivery(
     with pytest.raises(UserError, match=re.escape(WITHHELD_PICTURE)):
         await check_still_shown(services, stored, MEMBER)
     listed = render_page(await history.page(MEMBER, 0, guild_id=GUILD), None)
-    # The same reason as /show's (a job too long to check was never a rule change).
-    assert "(or it could not be checked against them); not counted" in listed
+    # As /show's, no cause named: the reason recorded is its maker's (told by DM), and many
+    # are not a rule changed (a job too long to check, a thread Easel cannot see...).
+    assert f"not posted: {WITHHELD_BECAUSE}; not counted" in listed and "rules" not in listed
     assert "moderator" not in listed
 
 
@@ -772,9 +777,15 @@ async def test_a_result_withheld_while_every_reader_stays_busy_is_shown_to_no_on
     assert (fake.channel.messages, fake.direct.messages) == ([], [(notice, [])])
     assert await spent_today(conn) == ledger.Usage(images=0, gpu_seconds=0.0)
     # The readers free now (a policy of its own): the words would pass, yet it is not shown.
-    stored = await History(conn, tmp_path, tmp_path, MemberSettings(conn)).job(job_id)
+    history = History(conn, tmp_path, tmp_path, MemberSettings(conn))
+    stored = await history.job(job_id)
     assert stored is not None and stored.withdrawn and stored.withheld
     policy = GuildPolicy(conn, allow_dms=True, prompts=PromptPlanner(wildcards_dir=None))
     services = cast(Services, SimpleNamespace(guild_policy=policy))
-    with pytest.raises(UserError, match=re.escape(WITHHELD_PICTURE)):
+    # In direct messages no server admin can restore it (``WITHHELD_IN_DIRECT_MESSAGES``).
+    withheld = WITHHELD_PICTURE if guild_id is not None else WITHHELD_IN_DIRECT_MESSAGES
+    with pytest.raises(UserError, match=re.escape(withheld)):
         await check_still_shown(services, stored, MEMBER)
+    # /history names no cause: in direct messages no server's rules changed.
+    listed = render_page(await history.page(MEMBER, 0, guild_id=guild_id), None)
+    assert f"not posted: {WITHHELD_BECAUSE}; not counted" in listed and "rules" not in listed

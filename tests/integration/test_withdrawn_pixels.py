@@ -184,11 +184,11 @@ async def test_a_restore_brings_back_the_same_pixels_withdrawn_with_it_erased_or
     await made(conn, "d" * 16, BOAT, posted_as=400, made_at=NOW + 100)
     clock[0] = NOW + 120
     assert await history.withdraw_deleted(GUILD, CHANNEL, [400]) == ["d" * 16]
-    assert await history.restore(GUILD, "a" * 16, admin_id=1) == ["c" * 16]
+    assert (await history.restore(GUILD, "a" * 16, admin_id=1)).with_it == ["c" * 16]
     matches = await history.jobs_with_picture(GUILD, LIGHTHOUSE)
     assert [job.withdrawn for job in matches] == [False, False]
     assert not await history.pixels_withdrawn("a" * 16, GUILD)
-    assert await history.restore(GUILD, "d" * 16, admin_id=1) == []
+    assert (await history.restore(GUILD, "d" * 16, admin_id=1)).with_it == []
     assert await history.pixels_withdrawn("d" * 16, GUILD)  # erased "e", withdrawn before
 
 
@@ -277,7 +277,7 @@ async def test_a_deleted_channel_withdraws_its_threads_and_queued_jobs_but_no_tw
     assert await conn.execute_fetchall("SELECT message_id FROM job_messages") == []
     # Nor later: the delivery gate and the erase's tombstones leave its pixels alone.
     assert not await history.pixels_withdrawn("b" * 16, GUILD)
-    assert await history.restore(GUILD, "t" * 16, admin_id=1) == []
+    assert (await history.restore(GUILD, "t" * 16, admin_id=1)).with_it == []
     restored = await journal.get_job(conn, "t" * 16)
     assert restored is not None and not restored.withdrawn_with_channel
     await history.forget(MEMBER)

@@ -159,3 +159,47 @@ class StuckEngine(HeldEngine):
         self.started.set()
         self.released.wait(STUCK_AT_MOST_S)  # ``HeldEngine`` then renders at once
         return super().render_batch(requests, progress, cancel)
+
+
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+@dataclass
+class SharedBatchEngine(InstantEngine):
+    """Each report of a batch names its job (``StepProgress.request_index``) and carries
+    ``preview``, as the real engine's one call for several jobs does; a batch of several jobs
+    waits after its last-but-one step until ``finish_batch`` is set (or its render's stop), so
+    a test acts while it renders. A lone job renders straight through, unless a test clears
+    ``finish_lone`` to queue a batch behind it by conditions, not by its render's time."""
+
+    finish_batch: threading.Event = field(default_factory=threading.Event)
+    finish_lone: threading.Event = field(default_factory=_set_event)
+
+    def render_batch(
+        self,
+        requests: Sequence[RenderRequest],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[RenderedImage]]:
+        def each(step: StepProgress) -> None:
+            for index in range(len(requests)):
+                if progress is not None:
+                    progress(replace(step, request_index=index))
+            if step.step == step.total_steps - 1:
+                finish = self.finish_batch if len(requests) > 1 else self.finish_lone
+                while not finish.wait(0.01):
+                    if cancel is not None and cancel.is_set():
+                        return  # raised at the next step
+
+        return super().render_batch(requests, each, cancel)
+
+    def __enter__(self) -> SharedBatchEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Passed or failed: the bot stops only once its renders end.
+        self.finish_batch.set()
+        self.finish_lone.set()

@@ -146,6 +146,7 @@ async def may_go(
         guild_id,
         channel_id,
         restricted_when_made=restricted_when_made,
+        thread_parent_id=None,
     )
 
 

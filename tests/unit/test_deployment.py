@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import re
 import shlex
+import sqlite3
+import stat
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -236,3 +240,35 @@ def test_the_documented_docker_run_leaves_the_stop_its_time_and_restarts(
         timeout = words[words.index("--stop-timeout") + 1]
         assert float(timeout) > STOP_BUDGET_S and f"{timeout}s" == bot["stop_grace_period"], run
         assert words[words.index("--restart") + 1] == bot["restart"] == "unless-stopped", run
+
+
+def test_the_documented_backup_in_the_image_is_readable_by_its_owner_alone(
+    tmp_path: Path,
+) -> None:
+    """docs/deployment.md's backup in the image, run as written under a shell's usual umask
+    (022) with its paths in a folder of the test's and ``docker compose`` replaced by what it
+    does (a copy fetched as a file readable by all, which is all ``docker compose cp`` may
+    promise): the copy in the container and the one fetched are 0600, as the data folder's
+    files are; a world-readable copy would hold every member's prompts."""
+    text = (ROOT / "docs/deployment.md").read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    [exec_line] = [line for line in lines if line.startswith("docker compose exec bot sh -c")]
+    [fetch_line] = [line for line in lines if "docker compose cp bot:/tmp/easel.sqlite3" in line]
+    database, copied = tmp_path / "easel.sqlite3", tmp_path / "copy.sqlite3"
+    with sqlite3.connect(database) as raw:
+        raw.execute("CREATE TABLE jobs (prompt TEXT)")
+    raw.close()
+    in_the_image = shlex.split(exec_line.removeprefix("docker compose exec bot "))
+    in_the_image[-1] = (
+        in_the_image[-1]
+        .replace("/data/easel.sqlite3", str(database))
+        .replace("/tmp/easel.sqlite3", str(copied))
+        .replace("python3 -c", f"{shlex.quote(sys.executable)} -c")
+    )
+    subprocess.run(["sh", "-c", f"umask 022 && {shlex.join(in_the_image)}"], check=True)
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o600
+    copied.chmod(0o644)
+    fetched = fetch_line.replace("docker compose cp bot:/tmp/easel.sqlite3", f"cp {copied}")
+    subprocess.run(["sh", "-c", f"umask 022 && {fetched}"], check=True, cwd=tmp_path)
+    [backup] = tmp_path.glob("easel-*.sqlite3")
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600

@@ -49,7 +49,7 @@ async def test_a_picture_refused_as_too_large_goes_again_under_the_smallest_limi
             raise TOO_LARGE
         return "posted"
 
-    post = ResultPost("0123456789abcdef", "a cat", png, spoiler=False)
+    post = ResultPost("0123456789abcdef", "a cat", png, spoiler=False, description="a cat")
     assert await post.send(len(png), send) == "posted"
     (first_text, first_name, first_size), (text, name, size) = sent
     assert (first_text, first_name, first_size) == ("a cat", "easel-0123456789abcdef.png", len(png))
@@ -65,7 +65,9 @@ async def test_a_picture_refused_under_the_smallest_limit_is_not_sent_again() ->
         calls += 1
         raise TOO_LARGE
 
-    post = ResultPost("0123456789abcdef", "a cat", noisy_png(16), spoiler=False)
+    post = ResultPost(
+        "0123456789abcdef", "a cat", noisy_png(16), spoiler=False, description="a cat"
+    )
     with pytest.raises(discord.HTTPException):
         await post.send(fitted.SMALLEST_UPLOAD_LIMIT, send)
     assert calls == 1
@@ -108,7 +110,9 @@ def test_the_delivery_reuses_the_fit_the_queue_made_to_digest_the_preview(
     [digest] = ends.posted_digests(RenderRequest(prompt="a cat"), [picture], None, interactions)
     assert encodes > 0
     encoded_by_the_queue = encodes
-    file, is_preview = fitted.fitted_file(png, "easel-job", interactions, spoiler=False)
+    file, is_preview = fitted.fitted_file(
+        png, "easel-job", interactions, spoiler=False, description="a cat"
+    )
     assert encodes == encoded_by_the_queue  # the delivery's fit: the queue's, not made again
     assert is_preview and pixel_digest_of(file.fp.read()) == digest
 

@@ -59,3 +59,15 @@ def test_every_command_is_named_and_every_part_of_one_documented() -> None:
         assert re.search(named, HELP_PAGES["prompts"]), f"/imagine {option.name}"
     for flag in KNOWN_FLAGS:
         assert f"`{flag}" in HELP_PAGES["flags"], flag
+
+
+def test_what_the_forget_me_question_says_stays_is_on_the_page_it_names() -> None:
+    """The question a member reads before erasing claims no "no copy": it names what stays and
+    sends them to a topic that exists and lists those."""
+    from cogs.history import FORGET_ME_ASK
+
+    [topic] = re.findall(r"`/help topic:(\w+)`", FORGET_ME_ASK)
+    page = " ".join(HELP_PAGES[topic].split())
+    assert "no copy" not in FORGET_ME_ASK
+    for stays in ("a record that you asked", "others made from your public results"):
+        assert stays in page, stays

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from bot.history import MODERATOR_WITHDRAWAL_AUDITED_AS, WITHDRAWAL_AUDITED_AS
+from db import history as member_data
 from db import jobs as journal
 from db.database import check_sqlite_version, connect, load_migrations, schema_version
 from tests.support.discord_clock import SNOWFLAKE_CLOCK
@@ -177,7 +178,41 @@ async def test_jobs_journaled_before_0041_have_no_thread_parent_and_count_as_els
         )
         after = await journal.get_job(conn, "after")
         assert after is not None and after.thread_parent_id == 50
-        assert await journal.unfinished_outside(conn, 5, 50) == 1  # "before" alone
-        assert await journal.unfinished_outside(conn, 5, 51) == 1  # "after", in another's thread
+        assert await journal.unfinished_outside(conn, 5, [50]) == 1  # "before" alone
+        assert await journal.unfinished_outside(conn, 5, [51]) == 1  # "after", in another's thread
+    finally:
+        await conn.close()
+
+
+async def test_posts_recorded_before_0042_are_kept_when_retention_deletes_their_job(
+    tmp_path: Path,
+) -> None:
+    """0042 keeps the ids of a pruned job's posts and copies by DM for its maker's /forget-me:
+    a job delivered under 0041, its post and a copy recorded then, pruned after the upgrade,
+    leaves both for that /forget-me to delete."""
+    path = database_at(tmp_path / "easel.sqlite3", 41)
+    with sqlite3.connect(path, isolation_level=None) as raw:
+        raw.execute(
+            "INSERT INTO jobs (id, kind, status, user_id, guild_id, channel_id, request_json,"
+            " created_at, finished_at, delivered_at) VALUES ('old', 'imagine', 'done', 1, 5, 50,"
+            " '{}', 0, 1, 2)"
+        )
+        raw.execute(
+            "INSERT INTO job_messages (message_id, job_id, guild_id, channel_id)"
+            " VALUES (77, 'old', 5, 50)"
+        )
+        raw.execute(
+            "INSERT INTO job_copies (message_id, job_id, channel_id) VALUES (78, 'old', 80)"
+        )
+    conn = await connect(path)
+    try:
+        assert (await member_data.prune_jobs(conn, 10.0, at_most=10)).job_ids == ("old",)
+        erased = await member_data.erase_user(
+            conn, 1, asked_at=10.0, counted_since=10.0, anonymise_at=10.0
+        )
+        assert erased.posts == (
+            member_data.PostedMessage(50, 77),
+            member_data.PostedMessage(80, 78),
+        )
     finally:
         await conn.close()

@@ -9,6 +9,8 @@ import os
 import resource
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -152,7 +154,7 @@ def test_a_swap_back_cut_short_leaves_the_earlier_database_where_it_was(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`easel restore <db>.replaced` stopped after the live database's copy took .replaced's
-    name: the earlier database (then only in the staged file) goes back to .replaced."""
+    name: the earlier database (then only in its checked copy) goes back to .replaced."""
     a_run_with_a_queued_job()
     wrong = backed_up(DATABASE, Path("wrong.sqlite3"))
     a_run_with_a_queued_job()
@@ -162,8 +164,8 @@ def test_a_swap_back_cut_short_leaves_the_earlier_database_where_it_was(
     counted = db.backups.jobs_held
 
     def stopped_counting_the_staged_copy(path: Path) -> db.backups.JobsHeld | None:
-        if path.name.endswith(".restoring"):
-            raise KeyboardInterrupt  # Ctrl-C while the staged copy's jobs are counted
+        if path.name.endswith(".putting-back"):
+            raise KeyboardInterrupt  # Ctrl-C while the checked copy's jobs are counted
         return counted(path)
 
     monkeypatch.setattr(db.backups, "jobs_held", stopped_counting_the_staged_copy)
@@ -171,6 +173,54 @@ def test_a_swap_back_cut_short_leaves_the_earlier_database_where_it_was(
         main(["restore", str(replaced)])
     assert rows_of(replaced) == good
     assert rows_of(DATABASE) == rows_of(wrong)
+    assert sorted(p.name for p in DATA.glob("easel.sqlite3.*")) == ["easel.sqlite3.replaced"]
+
+
+# ``easel restore <db>.replaced`` in a process of its own, killed (as by a power cut or the OOM
+# killer) as it marks the folder put back: after the live database's copy took .replaced's
+# name, before the database it was putting back took the live one's.
+_SWAP_BACK_KILLED = """
+import os, signal, sys
+import bot.restores
+from bot.cli.main import main
+bot.restores.mark_restored = lambda data_dir: os.kill(os.getpid(), signal.SIGKILL)
+sys.exit(main(["restore", sys.argv[1]]))
+"""
+
+
+def test_a_swap_back_killed_leaves_the_database_it_was_putting_back_where_no_start_deletes_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Killed mid-swap, the database being put back is only in its checked copy: no start
+    deletes it, even once .replaced (then the live database's copy) is deleted; a swap back
+    again is refused rather than writing over it; doctor's remedy puts it in place."""
+    a_run_with_a_queued_job()
+    wrong = backed_up(DATABASE, Path("wrong.sqlite3"))
+    a_run_with_a_queued_job()
+    good = rows_of(DATABASE)
+    assert main(["restore", str(wrong)]) == 0
+    replaced = DATA / "easel.sqlite3.replaced"
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    killed = subprocess.run(
+        [sys.executable, "-c", _SWAP_BACK_KILLED, str(replaced)], env=environment, timeout=120
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert rows_of(replaced) == rows_of(DATABASE) != good
+    putting_back = DATA / "easel.sqlite3.putting-back"
+    capsys.readouterr()
+    assert main(["restore", str(replaced)]) == 2
+    assert one_error_line(capsys).endswith(f"then delete {putting_back.name}; nothing replaced")
+    replaced.unlink()  # "a copy of the live database": what an operator may well do
+
+    bot.restores.tidy_restore_copies(DATABASE)  # the next start's
+    copies = sorted(DATA.glob("easel.sqlite3.*"))
+    assert [(copy, rows_of(copy)) for copy in copies] == [(putting_back, good)]
+    main(["doctor"])
+    [warned] = [line for line in capsys.readouterr().out.splitlines() if "restore copy" in line]
+    assert warned.startswith(f"[WARN] restore copy: {putting_back} (the database an `easel ")
+    assert warned.endswith(f"then `easel restore {putting_back}`, then delete {putting_back.name}")
+    assert main(["restore", str(putting_back)]) == 0  # the remedy
+    assert rows_of(DATABASE) == good
 
 
 def test_a_folder_sync_failing_leaves_no_replaced_copy_that_blocks_the_next_restore(
@@ -474,3 +524,30 @@ def test_run_and_doctor_name_the_stale_wal_of_a_damaged_database_and_the_remedy(
     )
     assert main(["restore", str(backup)]) == 0  # the remedy works
     asyncio.run(_start_opening_the_database(load_settings()))
+
+
+def test_doctor_warns_of_each_copy_a_restore_left_and_says_what_to_do_with_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The database a restore replaced, the checked copy a swap back cut short was putting
+    back, and the staged copy of a backup hold members' data out of /forget-me's and
+    retention's reach: doctor names each, and what to do."""
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    assert main(["restore", str(backup)]) == 0
+    replaced = DATA / "easel.sqlite3.replaced"
+    putting_back, staged = DATA / "easel.sqlite3.putting-back", DATA / "easel.sqlite3.restoring"
+    for copy in (putting_back, staged):
+        backed_up(DATABASE, copy)
+    capsys.readouterr()
+    main(["doctor"])
+    warned = [line for line in capsys.readouterr().out.splitlines() if "restore copy" in line]
+    assert len(warned) == 3, warned
+    assert warned[0].startswith(f"[WARN] restore copy: {replaced} (the database an `easel ")
+    assert "holds members' data that /forget-me and retention do not reach" in warned[0]
+    assert f"if it was wrong, `easel restore {replaced}` puts it back" in warned[0]
+    assert warned[1].startswith(f"[WARN] restore copy: {putting_back} (the database an `easel ")
+    assert "and may be its only copy: move easel.sqlite3.replaced, if it is there, " in warned[1]
+    assert warned[2].startswith(f"[WARN] restore copy: {staged} (a copy of a backup, left by ")
+    assert warned[2].endswith("the next start deletes it")
+    assert putting_back.exists() and staged.exists()  # doctor only reads

@@ -23,8 +23,8 @@ def test_the_engines_error_names_no_installed_model_and_the_log_names_them_all(
         stand_in_checkpoint(tmp_path / f"{name}.safetensors")
     with caplog.at_level(logging.WARNING), pytest.raises(RenderInputError) as error:
         ModelRegistry(tmp_path).resolve("allowed-hre")
-    assert str(error.value) == "unknown model 'allowed-hre': it is not installed on this device"
-    assert "allowed-here, left-out-here" in caplog.text
+    assert str(error.value) == ("model 'allowed-hre' is not installed on this server: ask an admin")
+    assert "installed: allowed-here, left-out-here" in caplog.text
 
 
 def test_a_few_usable_models_are_all_named() -> None:

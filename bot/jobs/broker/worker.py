@@ -80,6 +80,7 @@ from bot.jobs.queue.values import INTERNAL_FAILURE
 from bot.process_end import STOP_SIGNALS, EarlyStop, end_at_once, exit_now, status_after_stop
 from bot.redaction import redact_url
 from inference.device_loss import DEVICE_LOST_EXIT_STATUS, DeviceLost, device_lost, lost_reason
+from inference.names import as_typed
 from inference.types import (
     RenderCancelled,
     RenderedImage,
@@ -117,6 +118,13 @@ RTT_PING_TIMEOUT_S = 2
 # A stop (SIGTERM) lets the job in hand finish for this long, then tells its render to stop at
 # its next step and hands the job back to the broker (redelivered at once, to another worker).
 RENDER_AT_STOP_S = 15.0
+# A job for a model this worker lacks is handed back to the broker, delivered again after this
+# long (to a worker that has it; one that lacks it no longer asks for its jobs).
+LACKING_MODEL_DELAY_S = 1.0
+# A job for a model this worker lacks that no worker pulled for this long, with none of its
+# model's jobs in hand anywhere (seen from here), is taken and refused (refunded): no worker has
+# the model, and it would otherwise hold a bot's slot until the stream drops it (24 h).
+UNPULLED_JOB_WAIT_S = 60.0
 # The stop's waits end by then, the closes after them within the contract's 30 s (compose's
 # SIGKILL comes at 40 s): a device thread still inside a step (a hung kernel or driver) is left
 # to it, its job handed back, and the process ends with ``STUCK_DEVICE_EXIT_STATUS``.
@@ -159,6 +167,8 @@ class WorkerConfig:
     # ``easel worker`` gives EASEL_DATA_DIR/job-inputs); None: the system's temporary folder,
     # which nothing clears of what a worker ended abruptly left.
     job_files_root: Path | None = None
+    # How long a job for a model this worker lacks waits unpulled before it is refused here.
+    unpulled_wait_s: float = UNPULLED_JOB_WAIT_S
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -169,6 +179,10 @@ class WorkerConfig:
             raise ValueError(f"idle_poll_s must be within 0.01..60, got {self.idle_poll_s}")
         if not 0.005 <= self.fetch_timeout_s <= 5:
             raise ValueError(f"fetch_timeout_s must be within 0.005..5, got {self.fetch_timeout_s}")
+        if not 0.1 <= self.unpulled_wait_s <= 86_400:
+            raise ValueError(
+                f"unpulled_wait_s must be within 0.1..86400, got {self.unpulled_wait_s}"
+            )
         worker_inbox_prefix(self.url)  # a bad user name fails at start, not at connect
 
 
@@ -197,6 +211,9 @@ class _Hub:
         self.late_takers: list[Callable[[str, Msg], bool]] = []
         # Why each lost device was (``device_lost``): its loop ended, /healthz says so.
         self.lost: list[str] = []
+        # The models whose jobs came here though no device of this worker has them, each
+        # logged once for the operator.
+        self.lacked_models: set[str] = set()
         # Where a job's input pictures are kept while it renders (None: the system's temporary
         # folder); set by ``serve``.
         self.job_files: Path | None = None
@@ -467,6 +484,11 @@ class _DeviceLoop:
         self._rendering: tuple[str, Msg, asyncio.Task[None]] | None = None
         # What the stop left the device thread loading, not waited for (``left_loading``).
         self._left_loading: str | None = None
+        # The consumers of models this device lacks whose jobs wait unpulled, each with its
+        # delivered count and since when (loop time) it stayed so; ``_overdue``: those waiting
+        # ``unpulled_wait_s`` or more, whose job this loop takes to refuse it.
+        self._unpulled: dict[str, tuple[int, float]] = {}
+        self._overdue: set[str] = set()
 
     @property
     def device(self) -> str:
@@ -608,19 +630,47 @@ class _DeviceLoop:
 
     async def _candidates(self) -> list[ConsumerInfo]:
         """Consumers that may have a job for us: the loaded model's first, then by most waiting
-        jobs. Unacked jobs count: their worker may have died."""
+        jobs. Unacked jobs count: their worker may have died. Only those of the models this
+        device renders (and of no model named: its default), once its engine lists them: the
+        workers' model folders may differ, as while a new model is copied to each."""
         try:
             infos = await self._hub.js.consumers_info(JOBS_STREAM)
         except nats.js.errors.NotFoundError:
             return []  # no bot has made the streams yet (a worker's broker user may not)
         self._consumers = {info.name: info for info in infos}
         loaded = consumer_name(self._loaded_model)
-
-        def preference(info: ConsumerInfo) -> tuple[bool, int]:
-            return (info.name != loaded, -(info.num_pending or 0))
-
         busy = [info for info in infos if (info.num_pending or 0) + (info.num_ack_pending or 0) > 0]
+        models = await asyncio.to_thread(self._device.models) if busy else None
+        lacked = []
+        if models is not None:
+            renders = {consumer_name(None), *map(consumer_name, models)}
+            lacked = [info for info in busy if info.name not in renders]
+            busy = [info for info in busy if info.name in renders]
+        busy += self._overdue_of(lacked)
+
+        def preference(info: ConsumerInfo) -> tuple[bool, bool, int]:
+            return (info.name in self._overdue, info.name != loaded, -(info.num_pending or 0))
+
         return sorted(busy, key=preference)
+
+    def _overdue_of(self, lacked: list[ConsumerInfo]) -> list[ConsumerInfo]:
+        """Of ``lacked`` (consumers of models this device lacks), those whose jobs no worker
+        pulled for ``unpulled_wait_s`` while none of theirs was in hand anywhere: no worker
+        has the model, and their jobs are refused here (``_refuse_unrendered``)."""
+        now = asyncio.get_running_loop().time()
+        waiting = {}
+        for info in lacked:
+            if (info.num_ack_pending or 0) > 0 or not info.num_pending:
+                continue  # a job of it is in hand somewhere, or handed back and due again
+            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+            seen = self._unpulled.get(info.name)
+            if seen is None or seen[0] != delivered:  # pulled since: waiting from now
+                seen = delivered, now
+            waiting[info.name] = seen
+        self._unpulled = waiting
+        wait_s = self._config.unpulled_wait_s
+        self._overdue = {name for name, (_, since) in waiting.items() if now - since >= wait_s}
+        return [info for info in lacked if info.name in self._overdue]
 
     async def _puller(self, name: str) -> _Puller:
         if name not in self._pullers:
@@ -722,6 +772,10 @@ class _DeviceLoop:
                 return self._hand_back(job.job_id, msg, heartbeat)
             return finish(result(Outcome.CANCELLED), heartbeat)
         except RenderInputError as error:
+            if await self._lacks(job.request.model):
+                if consumer.name in self._overdue:
+                    return finish(self._refuse_unrendered(job, result), heartbeat)
+                return self._hand_back_lacking(job, msg, heartbeat)
             return finish(result(Outcome.INVALID, error=str(error)), heartbeat)
         except Exception as error:
             # The same errors come from a launch too big for the job, which leaves the device
@@ -741,12 +795,56 @@ class _DeviceLoop:
         # The render's own seconds: the bot charges them, not its wait (the broker's included).
         return finish(result(Outcome.DONE, render_s=seconds), heartbeat, rendered)
 
-    async def _hand_back(self, job_id: str, msg: Msg, heartbeat: asyncio.Task[None]) -> None:
+    async def _hand_back(
+        self, job_id: str, msg: Msg, heartbeat: asyncio.Task[None], delay_s: float | None = None
+    ) -> None:
         """Give the job back to the broker, with every copy of it delivered here (nak): it is
-        redelivered at once, to whichever worker asks next."""
+        redelivered at once (or after ``delay_s``), to whichever worker asks next."""
         heartbeat.cancel()
         for delivered in [msg, *self._hub.in_hand.pop(job_id, [])]:
-            await _nak(delivered)
+            await _nak(delivered, delay_s)
+
+    async def _lacks(self, model: str | None) -> bool:
+        """Whether ``model`` (None: the default, never lacked) is not among those this device
+        renders (looked at now: the render that refused it built the engine)."""
+        if model is None:
+            return False
+        models = await asyncio.to_thread(self._device.models)
+        return models is not None and as_typed(model) not in models
+
+    async def _hand_back_lacking(
+        self, job: JobMessage, msg: Msg, heartbeat: asyncio.Task[None]
+    ) -> None:
+        """A job for a model this worker lacks (taken before it listed its models, or as the
+        model was removed) goes back for a worker that has it, not failed here; a job no
+        worker can render fails once its deliveries are used up."""
+        model = str(job.request.model)
+        if model not in self._hub.lacked_models:
+            self._hub.lacked_models.add(model)
+            log.warning(
+                "job %s is for the model %r, which this worker does not have: handed back for "
+                "a worker that has it (install the same models on every worker; logged once "
+                "a model)",
+                job.job_id,
+                model,
+            )
+        await self._hand_back(job.job_id, msg, heartbeat, LACKING_MODEL_DELAY_S)
+
+    def _refuse_unrendered(
+        self, job: JobMessage, result: Callable[..., ResultMessage]
+    ) -> ResultMessage:
+        """The refusal of a job for a model no worker pulled for ``unpulled_wait_s``: no
+        worker has it. Told to the member (refunded) and, once a job, to the operator."""
+        model = str(job.request.model)
+        log.warning(
+            "job %s refused: no worker took it in %g s, so the model %r is installed on no "
+            "render worker (install it on the workers, or remove it from the bot's models folder)",
+            job.job_id,
+            self._config.unpulled_wait_s,
+            model,
+        )
+        told = f"model {model!r} is not installed on any render worker: ask an admin"
+        return result(Outcome.INVALID, error=told)
 
     async def _finish(
         self,
@@ -870,9 +968,9 @@ async def _ack(msg: Msg) -> None:
         await msg.ack()
 
 
-async def _nak(msg: Msg) -> None:
+async def _nak(msg: Msg, delay_s: float | None = None) -> None:
     with contextlib.suppress(nats.errors.Error):
-        await msg.nak()
+        await msg.nak(delay_s)
 
 
 async def _wait_for_either(work: asyncio.Future[Any], stop: asyncio.Event) -> None:

@@ -1,14 +1,16 @@
 """Cancels: a queued job's (ended at once, refunded) and a running one's (its batch stops it;
-its owner pays the GPU time it used when they chose the stop), each asked in the journal before
-its asker is told (``Cancels.cancel``); the stops a moderator's deletion imposes
-(``Cancels.stop_withdrawn``); and the refund of a finished job whose pictures a moderator
-withheld (``Cancels.refund_withheld``), which ends no job but pays back as a cancel does."""
+its owner pays the GPU time it used until they chose the stop), each asked in the journal before
+its asker is told (``Cancels.cancel``); the stops a moderator's deletion or a narrowed list
+imposes (``Cancels.stop_withdrawn``, ``Cancels.stop_imposed``); and the refund of a finished
+job whose pictures a moderator withheld (``Cancels.refund_withheld``), which ends no job but
+pays back as a cancel does."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,7 +35,7 @@ class RunningBatch:
     """Jobs a slot was handed together, from the scheduler's hand-out (before the journal says
     running) until their render ends. A cancel meanwhile is the batch's to honour, never a
     refund of a job the slot renders anyway: a job cancelled before the render starts is left
-    out of it; the render stops once every one of them is cancelled."""
+    out of it; the render stops once every one it renders is cancelled."""
 
     job_ids: tuple[str, ...]
     # Its slot renders in this process: marking its jobs running counts a render attempt.
@@ -43,17 +45,66 @@ class RunningBatch:
     stop: threading.Event = field(default_factory=threading.Event)
     # Each cancelled job: whether its owner pays the GPU time it used (they chose the stop).
     cancelled: dict[str, bool] = field(default_factory=dict)
+    # When each cancelled job's first stop landed (``time.perf_counter``): one stopped while
+    # its partners' pictures render on pays only its share of the render until then.
+    cancelled_at: dict[str, float] = field(default_factory=dict)
+    # How each cancelled job's end is recorded and told: "cancelled", or why the rules of now
+    # refuse it (``Cancels.stop_imposed``).
+    why: dict[str, str] = field(default_factory=dict)
     # Jobs left out of the render: their scheduler slots were freed when it started.
     left_out: set[str] = field(default_factory=set)
 
-    def cancel(self, job_id: str, *, owner_pays: bool) -> bool:
+    def cancel(self, job_id: str, *, owner_pays: bool, why: str = "cancelled") -> bool:
         """Whether the job's owner will pay the GPU time it used: it renders, and they chose
         the stop."""
         # A refund wins: one cancel the owner did not choose (a ban) makes the stop free.
         self.cancelled[job_id] = self.cancelled.get(job_id, True) and owner_pays
-        if self.cancelled.keys() >= set(self.job_ids):
+        # The first stop's time and why stand.
+        self.cancelled_at.setdefault(job_id, time.perf_counter())
+        self.why.setdefault(job_id, why)
+        # Those left out (cancelled, or refused at its start) are not rendered: once every
+        # other one is cancelled, nothing of the render is wanted.
+        if (self.cancelled.keys() | self.left_out) >= set(self.job_ids):
             self.stop.set()
         return self.rendering and self.cancelled[job_id]
+
+    def renders_on(self) -> bool:
+        """Whether its render goes on for jobs not cancelled: one cancelled meanwhile is
+        stopped for its member alone (its progress, its charge), its row rendered with the
+        others' (one call renders them all)."""
+        return self.rendering and not self.stop.is_set()
+
+    def stops(self, started: float, ended: float) -> dict[str, Stop]:
+        """Each cancelled job's stop, as its end is recorded: its render began at ``started``
+        and ended at ``ended`` (``time.perf_counter``)."""
+        took = ended - started
+
+        def before_stop(job_id: str) -> float:
+            if took <= 0:
+                return 1.0
+            return min(1.0, max(0.0, (self.cancelled_at[job_id] - started) / took))
+
+        return {
+            job_id: Stop(owner_pays, before_stop(job_id), self.why[job_id])
+            for job_id, owner_pays in self.cancelled.items()
+        }
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A job cancelled in its running batch, as its end is recorded."""
+
+    owner_pays: bool  # its owner chose the stop: they pay its GPU time until it
+    # The part of the render's time before the stop landed (0 to 1): the part of its share
+    # its owner pays (a batch renders on for its partners; one that stops pays about all).
+    before_stop: float
+    why: str  # its recorded end: "cancelled", or why the rules of now ended it
+
+    def charge(self, used_s: float) -> float | None:
+        """The GPU seconds it is charged of its share ``used_s``: those before the stop when
+        its owner chose it; None (refunded whole) when someone else did, or it used none."""
+        charged = used_s * self.before_stop
+        return charged if self.owner_pays and charged > 0 else None
 
 
 def _stopper(job: journal.JobRecord, by: accounting.Member, *, imposed: bool) -> journal.StoppedBy:
@@ -86,6 +137,7 @@ class Cancels:
         waiting_to_start: Mapping[str, asyncio.Future[None]],
         schedule_again: Callable[[journal.JobRecord, bool], None],
         now: Callable[[], float],
+        stopped_in_batch: Callable[[str, bool], None],
     ) -> None:
         self._conn = conn
         self._ends = ends
@@ -101,6 +153,9 @@ class Cancels:
         # member as the scheduler held them when it left (``FairScheduler.started_before``).
         self._schedule_again = schedule_again
         self._now = now
+        # Told of a job stopped while its batch renders on for others' jobs, and whether its
+        # owner pays (``JobQueue.set_progress_listener``): its member sees it end at once.
+        self._stopped_in_batch = stopped_in_batch
         # Queued jobs whose cancel is being written (``cancel``): out of the scheduler
         # meanwhile, so a second click is told so, not that the job ended.
         self._cancelling: set[str] = set()
@@ -109,7 +164,12 @@ class Cancels:
         self._imposed_meanwhile: set[str] = set()
 
     async def cancel(
-        self, job_id: str, by: accounting.Member, *, imposed: bool = False
+        self,
+        job_id: str,
+        by: accounting.Member,
+        *,
+        imposed: bool = False,
+        why: str = "cancelled",
     ) -> CancelOutcome:
         """Cancel a queued job (refunded, the owner is told) or stop a running one.
 
@@ -120,6 +180,11 @@ class Cancels:
         it used (no pictures); one an admin stops (another member's job), or whose stop is
         ``imposed`` on its owner (a ban: they did not choose it), or that was handed to its
         device but not yet rendering, is refunded whole: STOPPING_FREE tells it from STOPPING.
+        A running job whose batch renders on for others' jobs (one call renders them all) is
+        stopped for its member at once: no more progress, charged (if at all) its share of the
+        render until now, and told so (STOPPED_IN_BATCH, or STOPPING_FREE); its row renders
+        on, its pictures dropped. ``why``: its end as recorded and told, for a stop
+        ``imposed`` by the rules of now (``stop_imposed``).
 
         A job whose cancel the journal never takes (``JournalWriter.write``) is not cancelled:
         a queued one stays queued here, a running one renders on (``_ask_stop``), and
@@ -178,6 +243,9 @@ class Cancels:
             if (running := self._running.get(job_id)) is not None:
                 if not asked:
                     asked_of = running
+                # A stop by the rules of now is not asked: a restart before its end is written
+                # judges the job again at its start, and ends it with its real why.
+                if not asked and why == "cancelled":
                     asked = await self._ask_stop(
                         job_id,
                         imposed=imposed,
@@ -185,7 +253,8 @@ class Cancels:
                         stopped_by=stopped_by,
                         clicked_first=clicked_first,
                     )
-                if (stopping := self._stop_running(job_id, owner_pays=owner_pays)) is not None:
+                stopping = self._stop_running(job_id, owner_pays=owner_pays, why=why)
+                if stopping is not None:
                     return stopping
                 # Ended meanwhile, or queued again as its start did not happen.
             async with self._wakeup:
@@ -221,7 +290,7 @@ class Cancels:
                 # Kept for the sweep if the journal refuses its end, not rendered here.
                 await self._ends.end_cancelled(
                     job_id,
-                    "cancelled",
+                    why,
                     retried=not imposed,
                     ask_first=not asked,
                     stopped_by=stopped_by,
@@ -372,11 +441,15 @@ class Cancels:
                 refused,
             )
 
-    def _stop_running(self, job_id: str, *, owner_pays: bool) -> CancelOutcome | None:
+    def _stop_running(self, job_id: str, *, owner_pays: bool, why: str) -> CancelOutcome | None:
         """Stop ``job_id`` if its batch is running (None: it is not)."""
         if (running := self._running.get(job_id)) is None:
             return None
-        if running.cancel(job_id, owner_pays=owner_pays):
+        owner_charged = running.cancel(job_id, owner_pays=owner_pays, why=why)
+        if running.renders_on():
+            self._stopped_in_batch(job_id, owner_charged)
+            return CancelOutcome.STOPPED_IN_BATCH if owner_charged else CancelOutcome.STOPPING_FREE
+        if owner_charged:
             return CancelOutcome.STOPPING
         if (wait := self._waiting_to_start.get(job_id)) is not None and wait.cancel():
             # Waiting to start (a restored job, for Discord's answer about its maker): it
@@ -393,13 +466,19 @@ class Cancels:
         database delays each by a busy timeout per write (its ask, its end), not minutes.
         Returns those stopped (one its owner's cancel is being written for among them:
         ``_impose_meanwhile``)."""
+        return await self.stop_imposed(dict.fromkeys(job_ids, "cancelled"))
+
+    async def stop_imposed(self, whys: Mapping[str, str]) -> list[str]:
+        """Stop those of the jobs ``whys`` names still queued or running, each ended with its
+        why (as recorded and told: "cancelled", or why the rules of now refuse it), as
+        ``stop_withdrawn`` stops them; returns those stopped."""
         stopped = []
-        for job_id in job_ids:
+        for job_id, why in whys.items():
             job = await journal.get_job(self._conn, job_id)
             if job is None or job.status not in _UNFINISHED:
                 continue
             owner = accounting.Member(job.user_id, job.guild_id)
-            outcome = await self.cancel(job_id, owner, imposed=True)
+            outcome = await self.cancel(job_id, owner, imposed=True, why=why)
             if outcome in (
                 CancelOutcome.CANCELLED,
                 CancelOutcome.STOPPING_FREE,

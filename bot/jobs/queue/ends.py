@@ -220,7 +220,7 @@ class JobEnds:
     async def _fail_unstored(self, job_id: str, error: Exception) -> bool:
         """Fail a rendered job whose pictures could not be stored (``error``), or whose record
         was refused for good: refunded, its member told; its pictures deleted, whether the
-        journal took its end or it is kept (``_failure_recorded``). Whether it was recorded. A
+        journal took its end or it is kept (``failure_recorded``). Whether it was recorded. A
         full disk is logged once while it lasts (``RoomLog``: each job's failure would be a
         traceback, and the cause hidden in it), any other error here with its traceback."""
         if await is_out_of_room(error):
@@ -230,7 +230,7 @@ class JobEnds:
                 "job %s: rendered, but its pictures could not be stored", job_id, exc_info=error
             )
         try:
-            return await self._failure_recorded(job_id, _unstored(job_id, error))
+            return await self.failure_recorded(job_id, _unstored(job_id, error))
         finally:
             await self._delete_pictures(job_id)
 
@@ -267,7 +267,7 @@ class JobEnds:
         and a cancel (a ban's) waits for the member to be told. Whether it was recorded: a
         journal that stays unwritable leaves the job as it was there and nothing is delivered,
         a cancel for its caller to answer (``Cancels.cancel``), a failure kept for the delivery
-        sweep, which writes and delivers it (``_failure_recorded``). A delivery that raises
+        sweep, which writes and delivers it (``failure_recorded``). A delivery that raises
         once the end is recorded is logged, not raised: the end stands, and the sweep
         delivers it (``Delivery.retry_notices``). ``stopped_by``, ``clicked_first``: a
         cancel's stopper (``journal.mark_failed``)."""
@@ -281,7 +281,7 @@ class JobEnds:
                 clicked_first=clicked_first,
             )
         else:
-            recorded = await self._failure_recorded(job_id, error)
+            recorded = await self.failure_recorded(job_id, error)
         if not recorded:
             return False
         await self._delivery.notice(job_id)
@@ -329,9 +329,10 @@ class JobEnds:
         self._ends_unrecorded[job_id] = _KeptCancel(error, used_s, ask_first, stopped_by)
         return False
 
-    async def _failure_recorded(self, job_id: str, error: str) -> bool:
-        """Record a failed job's end, refunded whole; whether the journal took it. One it
-        refuses is kept for the delivery sweep (``retry_kept``)."""
+    async def failure_recorded(self, job_id: str, error: str) -> bool:
+        """Record a failed job's end, refunded whole, its notice for the caller to deliver
+        (``Delivery.in_turn``); whether the journal took it. One it refuses is kept for the
+        delivery sweep (``retry_kept``), which delivers it."""
         if await self._end_recorded(job_id, error, cancelled=False, used_s=None):
             return True
         self._ends_unrecorded[job_id] = _KeptFailure(error)

@@ -4,7 +4,7 @@ A job is written to the journal (with its quota reservation, in one transaction:
 before anyone is told it was accepted; a start replays the journal (running jobs are queued
 again, finished but undelivered results are delivered: ``Delivery``). A failed job, or one
 cancelled before it started, is refunded; a finished one is charged the GPU time it really
-took, and one its owner cancelled while running the GPU time it took until it stopped (no
+took, and one its owner cancelled while running the GPU time it took until the cancel (no
 pictures; an admin's or a ban's stop is refunded whole: ``Cancels``); those ends are
 ``JobEnds``' to record.
 """
@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from bot.jobs import accounting
 from bot.jobs.accounting import QuotaExceeded
 from bot.jobs.queue.admission import Admission
 from bot.jobs.queue.broker_chores import BrokerChores
-from bot.jobs.queue.cancels import Cancels, RunningBatch
+from bot.jobs.queue.cancels import Cancels, RunningBatch, Stop
 from bot.jobs.queue.delivery import Delivery, DeliveryRetries
 from bot.jobs.queue.ends import JobEnds
 from bot.jobs.queue.journal_writes import JOURNAL_RETRY_WAITS_S, JournalWriter
@@ -48,11 +48,13 @@ from bot.jobs.queue.unfinished import UnfinishedJobs
 from bot.jobs.queue.values import (
     INTERNAL_FAILURE,
     SERVER_NOT_SERVED,
+    STOPPED_BEFORE_ITS_START,
     CancelOutcome,
     JobState,
     ProgressListener,
     ResultSink,
     StartGate,
+    StoppedListener,
     Submission,
 )
 from bot.jobs.scheduler import (
@@ -70,6 +72,7 @@ from db import jobs as journal
 from db import quotas as ledger
 from inference.device_loss import device_lost, lost_reason
 from inference.types import (
+    PartlyRendered,
     RenderCancelled,
     RenderedImage,
     RenderFailed,
@@ -94,6 +97,9 @@ MAX_RENDER_ATTEMPTS = 3
 REPLAYED_AT_ONCE = 256
 # Set apart in a job's batch key, it shares a batch with no other job.
 _ALONE = "alone"
+# After the why of a job a narrowed list stopped (``stop_refused_now``): its maker is told once
+# its batch ends, maybe after the list was changed back.
+_AT_THE_STOP = " (as the server's settings stood when it was stopped)"
 # While a slot cannot hand jobs over (``SlotUnavailable``) it is asked again after the first
 # wait, then after each wait doubled up to the last: a broker restart takes seconds, an outage
 # may take hours.
@@ -106,12 +112,6 @@ def _renders_alone(job: journal.JobRecord) -> bool:
     device was lost under a batch of it and others (``JobRecord.renders_alone``). So no
     partner dies with it again."""
     return job.attempts > 0 or job.renders_alone
-
-
-def _cancel_charge(owner_pays: bool | None, used_s: float) -> float | None:
-    """The GPU seconds a cancelled job is charged: those it used when its owner chose to stop
-    it; None (refunded whole) when someone else stopped it or it used none."""
-    return used_s if owner_pays and used_s > 0 else None
 
 
 def _shares(seconds: float, pictures: Sequence[int]) -> list[float]:
@@ -263,6 +263,7 @@ class JobQueue:
         self._finishing: set[asyncio.Task[None]] = set()
         self._start_gate: StartGate | None = None
         self._progress: ProgressListener | None = None
+        self._stopped_listener: StoppedListener | None = None
         self._stopping = False
         self._stop_requested = asyncio.Event()  # ends a delivery's wait to try again
         self._delivery = Delivery(
@@ -293,6 +294,7 @@ class JobQueue:
             self._waiting_to_start,
             self._schedule_again,
             self._now,
+            self._stopped_in_batch,
         )
 
     def set_sink(self, sink: ResultSink) -> None:
@@ -323,9 +325,13 @@ class JobQueue:
         """One line saying which devices were lost, and why; None while none was."""
         return "; ".join(self._lost.values()) or None
 
-    def set_progress_listener(self, listener: ProgressListener) -> None:
-        """``listener(job_id, step)`` is called on the event loop after each sampling step."""
-        self._progress = listener
+    def set_progress_listener(
+        self, listener: ProgressListener, stopped: StoppedListener | None = None
+    ) -> None:
+        """``listener(job_id, step)`` is called on the event loop after each sampling step of
+        a job not cancelled; ``stopped(job_id, charged)`` when a job is stopped while its batch
+        renders on for others' jobs."""
+        self._progress, self._stopped_listener = listener, stopped
 
     async def start(
         self, before_delivery: Callable[[], Coroutine[Any, Any, None]] | None = None
@@ -564,6 +570,20 @@ class JobQueue:
         """Stop those of ``job_ids`` still queued or running, withdrawn by a moderator's
         deletion (``Cancels.stop_withdrawn``); returns those stopped."""
         return await self._cancels.stop_withdrawn(job_ids)
+
+    async def stop_refused_now(self, guild_id: int) -> list[str]:
+        """Stop the server's jobs rendering that the rules of now refuse (an admin narrowed
+        its channels, models or add-ons), judged by the start gate as at their start, and
+        ended as it ends one there: refunded whole, their makers told why, not "Cancelled";
+        rather than rendered to their last step to be withheld at delivery. Queued ones are
+        judged at their start. Returns those stopped (``Cancels.stop_imposed``)."""
+        refused = await self._refused_at_start(await journal.running_in(self._conn, guild_id))
+        return await self._cancels.stop_imposed(
+            {
+                job_id: why if why == STOPPED_BEFORE_ITS_START else why + _AT_THE_STOP
+                for job_id, why in refused.items()
+            }
+        )
 
     async def refund_withheld(self, job_id: str) -> bool:
         """Give back a finished job's quota, its charge included: its result is withheld for a
@@ -864,7 +884,7 @@ class JobQueue:
         # No await from here to the render's start: a job cancelled until now stays out of it,
         # refunded whole (it used no device time), and so does one the rules of now refuse.
         running.rendering = True
-        cancelled = {job.id: "cancelled" for job in jobs if job.id in running.cancelled}
+        cancelled = {job.id: running.why[job.id] for job in jobs if job.id in running.cancelled}
         ended = refused | cancelled  # a job cancelled is told so, whatever the rules say
         running.left_out.update(ended)
         jobs = [job for job in jobs if job.id not in running.left_out]
@@ -944,7 +964,7 @@ class JobQueue:
             # Read under the lock, with no await before the requeue: a cancel landing while
             # this waited for it finds the job in its batch, and is honoured here.
             cancelled = {
-                job_id: "cancelled"
+                job_id: running.why[job_id]
                 for job_id in running.cancelled
                 if job_id not in running.left_out
             }
@@ -1117,28 +1137,37 @@ class JobQueue:
             if len(ids) == 1:
                 results = [
                     await slot.render(
-                        requests[0], self._progress_for(ids), running.stop, job_id=ids[0]
+                        requests[0], self._progress_for(ids, running), running.stop, job_id=ids[0]
                     )
                 ]
             else:
                 assert isinstance(slot, BatchRenderSlot)
                 results = await slot.render_batch(
-                    requests, self._progress_for(ids), running.stop, job_ids=ids
+                    requests, self._progress_for(ids, running), running.stop, job_ids=ids
                 )
         except SlotUnavailable as unavailable:
             await self._not_handed_over(running, unavailable)
         except RenderCancelled as stop:
             # Stopped while running: no pictures; an owner who chose the stop pays the device
-            # time until it (as the slot measured it, when it did: RenderStoppedAfter).
-            elapsed = (
-                stop.used_s
-                if isinstance(stop, RenderStoppedAfter)
-                else time.perf_counter() - started
-            )
+            # time until it (as the slot measured it, when it did: RenderStoppedAfter). One
+            # stopped in a shared render before the last stop pays until its own.
+            ended = time.perf_counter()
+            elapsed = stop.used_s if isinstance(stop, RenderStoppedAfter) else ended - started
             used = _shares(elapsed, [request.count for request in requests])
+            stops = running.stops(started, ended)
             for job_id, used_s in zip(ids, used, strict=True):
-                charge = _cancel_charge(running.cancelled.get(job_id), used_s)
-                await self._ends.end_cancelled(job_id, "cancelled", charge)
+                # Not cancelled (Easel stops): refunded whole.
+                if (stopped := stops.get(job_id)) is None:
+                    await self._ends.end_cancelled(job_id, "cancelled")
+                else:
+                    await self._ends.end_cancelled(job_id, stopped.why, stopped.charge(used_s))
+        except PartlyRendered as partly:
+            # A job whose pictures came out blank fails alone, refunded and told: the rows of
+            # one call do not mix, so alone it would come out blank again, at the device's
+            # cost. Its partners' pictures are delivered as the batch rendered them.
+            failed = {ids[index]: error for index, error in partly.failures.items()}
+            rendered = [partly.rendered.get(index, []) for index in range(len(ids))]
+            self._rendered(slot, running, jobs, requests, rendered, started, failed)
         except Exception as error:
             # The same errors come from a launch too big for its batch, which leaves the
             # device sound: only a failed probe says it is lost.
@@ -1161,7 +1190,7 @@ class JobQueue:
             running.rendering = False  # a job cancelled while it waits for its turn is refunded
             for job, request in zip(jobs, requests, strict=True):
                 if job.id in running.cancelled:
-                    await self._ends.end_cancelled(job.id, "cancelled")
+                    await self._ends.end_cancelled(job.id, running.why[job.id])
                 else:
                     alone = RunningBatch((job.id,), in_process=running.in_process, rendering=True)
                     self._running[job.id] = alone
@@ -1171,17 +1200,36 @@ class JobQueue:
                         await self._render(slot, alone, (job,), [request])
                     running.left_out.update(alone.left_out)  # queued again: not released
         else:
-            # The slot is free now: its next batch renders while this one is stored.
-            waited = time.perf_counter() - started  # a remote slot's: the broker's wait too
-            metrics.render_finished(requests[0].model, slot.device, requests[0].steps, waited)
-            elapsed = _device_seconds(results, waited)
-            cancelled = dict(running.cancelled)
-            self._recording.update(ids)
-            self._in_background(self._finish_rendered(jobs, requests, results, cancelled, elapsed))
+            self._rendered(slot, running, jobs, requests, results, started)
         finally:
             # A cancel from now on is too late (FINISHED): the scheduler holds no queued job.
             for job_id in ids:
                 self._running.pop(job_id, None)
+
+    def _rendered(
+        self,
+        slot: RenderSlot,
+        running: RunningBatch,
+        jobs: Sequence[journal.JobRecord],
+        requests: list[RenderRequest],
+        results: list[list[RenderedImage]],
+        started: float,
+        failed: Mapping[str, RenderFailed] | None = None,
+    ) -> None:
+        """The render of ``jobs``, begun at ``started``, ended with ``results`` (none for the
+        jobs ``failed``, each with why): they are stored, charged and delivered in the
+        background, while the slot, free now, renders its next batch."""
+        ended = time.perf_counter()
+        waited = ended - started  # a remote slot's: the broker's wait too
+        metrics.render_finished(requests[0].model, slot.device, requests[0].steps, waited)
+        elapsed = _device_seconds(results, waited)
+        cancelled = running.stops(started, ended)
+        self._recording.update(job.id for job in jobs)
+        self._in_background(
+            self._finish_rendered(
+                jobs, requests, results, cancelled, elapsed, failed or {}, slot.device
+            )
+        )
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -1207,25 +1255,38 @@ class JobQueue:
         jobs: Sequence[journal.JobRecord],
         requests: list[RenderRequest],
         results: list[list[RenderedImage]],
-        cancelled: dict[str, bool],
+        cancelled: Mapping[str, Stop],
         elapsed: float,
+        failed: Mapping[str, RenderFailed],
+        device: str,
     ) -> None:
         """Store, charge and deliver the jobs of a rendered batch; one ``cancelled`` while it
-        rendered gets no pictures, and its share of ``elapsed`` is charged when its owner
-        chose the stop (the value: ``RunningBatch.cancelled``), else refunded whole.
+        rendered gets no pictures, and its share of ``elapsed`` until its stop is charged when
+        its owner chose the stop (``Stop.charge``), else refunded whole. One
+        ``failed`` on ``device`` (its pictures came out blank) ends failed, refunded and told:
+        its share is charged to no one, its partners pay their own.
 
         Recorded one job after another, each in its own transaction (their partners' failures
         are not theirs). Delivered once all are recorded, each in its lane's turn
         (``Delivery.in_turn``): one member's upload to Discord never waits for another's."""
-        used = _shares(elapsed, [len(rendered) for rendered in results])
+        pictures = [
+            request.count if job.id in failed else len(rendered)
+            for job, request, rendered in zip(jobs, requests, results, strict=True)
+        ]
+        used = _shares(elapsed, pictures)
         recorded: list[tuple[journal.JobRecord, bytes | None]] = []
         try:
             for job, request, rendered, used_s in zip(jobs, requests, results, used, strict=True):
                 try:
                     if job.id in cancelled:
                         # One the journal refuses is kept for the sweep, which posts its notice.
-                        charge = _cancel_charge(cancelled[job.id], used_s)
-                        if await self._ends.record_cancel(job.id, "cancelled", charge):
+                        stop = cancelled[job.id]
+                        if await self._ends.record_cancel(job.id, stop.why, stop.charge(used_s)):
+                            recorded.append((job, None))
+                    elif job.id in failed:
+                        # Only recorded here: its notice is delivered with the others.
+                        told = self._failure_told(job.id, failed[job.id], device)
+                        if await self._ends.failure_recorded(job.id, told):
                             recorded.append((job, None))
                     elif ended := await self._ends.record_success(
                         job.id, request, rendered, used_s
@@ -1256,31 +1317,48 @@ class JobQueue:
                 self._suspects.discard(job_id)
             self._wakeup.notify_all()
 
-    def _progress_for(self, job_ids: Sequence[str]) -> Callable[[StepProgress], None] | None:
+    def _progress_for(
+        self, job_ids: Sequence[str], running: RunningBatch
+    ) -> Callable[[StepProgress], None] | None:
         """The render's reports, each to the job it names (``StepProgress.request_index``):
         members batched together (other servers, private jobs) never see each other's
         pictures. A batch's report that names no job is every job's step count, without its
-        preview."""
+        preview. None for a job of ``running`` cancelled: its member saw it end (its batch
+        may render on for the others)."""
         listener = self._progress
         if listener is None:
             return None
 
+        def tell(job_id: str, step: StepProgress) -> None:
+            if job_id not in running.cancelled:
+                listener(job_id, step)
+
         def report(step: StepProgress) -> None:
             if len(job_ids) == 1:
-                listener(job_ids[0], step)
+                tell(job_ids[0], step)
             elif step.request_index is not None:
-                listener(job_ids[step.request_index], step)
+                tell(job_ids[step.request_index], step)
             else:
                 for job_id in job_ids:
-                    listener(job_id, replace(step, preview=None))
+                    tell(job_id, replace(step, preview=None))
 
         return report
 
+    def _stopped_in_batch(self, job_id: str, charged: bool) -> None:
+        """Job ``job_id`` was stopped while its batch renders on for others' jobs: its
+        listener shows it ended at once (its notice comes once the batch's render ends)."""
+        if self._stopped_listener is not None:
+            self._stopped_listener(job_id, charged)
+
     async def _fail(self, job_id: str, error: Exception, device: str) -> None:
-        """End a job whose render failed with ``error``: its member told, its reason kept for
-        its ``failed`` line."""
+        """End a job whose render failed with ``error``: its member told."""
+        await self._ends.finish_unsuccessfully(job_id, self._failure_told(job_id, error, device))
+
+    def _failure_told(self, job_id: str, error: Exception, device: str) -> str:
+        """What the member of ``job_id``, failed with ``error`` on ``device``, is told; its
+        reason is kept for its ``failed`` line (``_ended``)."""
         told, self._failed_because[job_id] = _failure(error, job_id, device)
-        await self._ends.finish_unsuccessfully(job_id, told)
+        return told
 
     def _ended(self, job_id: str, outcome: str) -> None:
         """Count and log a job's end: done, failed or cancelled (its error is the member's

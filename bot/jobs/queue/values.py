@@ -195,11 +195,18 @@ class StartGate(Protocol):
 
 
 ProgressListener = Callable[[str, StepProgress], None]
+# Told of a job stopped while its batch renders on for others' jobs (``Cancels.cancel``), and
+# whether its owner pays its GPU time until the stop: its member is shown at once that it
+# ended, the notice of its end following once its batch's render ends.
+StoppedListener = Callable[[str, bool], None]
 
 
 class CancelOutcome(StrEnum):
     CANCELLED = "cancelled"  # it was queued: it will not run
     STOPPING = "stopping"  # it was running: it stops at the next step; its owner pays its time
+    # It was running in a batch that renders on for others' jobs: it is stopped for its owner
+    # now (no more progress, no pictures), who pays its share of the time until now.
+    STOPPED_IN_BATCH = "stopped-in-batch"
     STOPPING_FREE = "stopping-free"  # it was running: it stops, refunded whole (not the owner's
     # choice, or stopped before its render began)
     # An imposed stop only (``imposed``): another cancel (its owner's) was ending the queued
