@@ -10,6 +10,6 @@ NO_PROMPT = "(no prompt)"
 # A picture its member stopped while it shares the device with others' pictures (one call
 # renders them all): /cancel's answer, the Cancel button's and its progress message's.
 STOPPED_BESIDE_OTHERS = (
-    "your picture was sharing the device with others' pictures, so it stops being shown now; "
+    "your picture was sharing the device with other pictures, so it stops being shown now; "
     "you pay only for the GPU time until now, and get no pictures."
 )

@@ -5,7 +5,9 @@ engine has a compiler (``inference.compile``).
 
 Each model and VAE override is kept with its files' versions (``file_versions.file_stamp``)
 and the hash of the weights loaded: one replaced under its name is loaded again at its next
-use (a ``stat`` per file and job), and the infotext gives the hash of what rendered.
+use (a ``stat`` per file and job), and the infotext gives the hash of what rendered. A
+diffusers folder is judged by the folder and its denoiser's weights only: a VAE or text
+encoder rewritten inside it alone is not seen (``stamped_files``).
 """
 
 from __future__ import annotations

@@ -860,17 +860,25 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self.loadable())
 
-    def kept_names(self) -> list[str] | None:
-        """``names`` as the kept scan found them, while no directory of the checkpoint
+    def held_names(self) -> list[str]:
+        """The checkpoints the folders hold by name, those that would not load now among them
+        (``unusable``: still being copied, cut short, a pickle while pickles are off): a
+        server's default among them is refused with its reason, not passed over for another
+        model (``bot.policy.moderation.default_model_here``)."""
+        scan = self._scanned()
+        return sorted({*scan.entries, *scan.unusable})
+
+    def kept_held_names(self) -> list[str] | None:
+        """``held_names`` as the kept scan found them, while no directory of the checkpoint
         folders' trees changed since (a ``stat`` each: no walk, no header read, so the event
         loop may ask before a command's acknowledgement); None: no scan is kept, it no
         longer holds, or it awaits a checkpoint whose copy ends in place (``awaited``): ask
-        ``names``, blocking. Past ``SCAN_MAX_AGE_NS`` all the same: a checkpoint written over
-        in place since changes no directory, and the render's lookup refuses it then."""
+        ``held_names``, blocking. Past ``SCAN_MAX_AGE_NS`` all the same: a checkpoint written
+        over in place since changes no directory, and the render's lookup refuses it then."""
         kept = self._kept_scan
         if kept is None or kept.awaited or not kept.folders.unchanged():
             return None
-        return sorted(name for name, entry in kept.entries.items() if self._loads(entry))
+        return sorted({*kept.entries, *kept.unusable})
 
     def awaited(self, name: str | None) -> bool:
         """Whether a checkpoint left out now (still being copied, cut short) would take

@@ -319,8 +319,9 @@ class GuildPolicy:
         return self.default_model(await self.settings(guild_id), await self._installed_now())
 
     async def _installed_now(self) -> Collection[str] | None:
-        """The models installed: as last listed while that listing holds (``kept_models``),
-        else listed on a thread; None: no listing."""
+        """The models installed (the folders hold them, whole or not: one still being copied
+        is refused as such, not passed over): as last listed while that listing holds
+        (``kept_models``), else listed on a thread; None: no listing."""
         if self._installed_models is None:
             return None
         kept = None if self._kept_models is None else self._kept_models()

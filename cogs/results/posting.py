@@ -355,7 +355,8 @@ class DiscordResults(ProgressMessages):
             refunded = await self._refunded(job)
             if refunded:
                 await self._withdraw_withheld(job, UNSEEN_AND_DMS_CLOSED)
-            await self._withhold(job, UNSEEN_AND_DMS_CLOSED, refunded=refunded)
+            # Not told by DM: its DMs just refused the picture's notice.
+            await self._withhold(job, UNSEEN_AND_DMS_CLOSED, refunded=refunded, tell=False)
             return None
         except _ChannelDeleted:
             log.info("job %s: its channel was deleted; not posted", job.job_id)
@@ -549,16 +550,18 @@ class DiscordResults(ProgressMessages):
             self._client, job.guild_id, job.channel_id, CHANNEL_CHECK_TIMEOUT_S
         )
 
-    async def _withhold(self, job: FinishedJob, why: str | None, *, refunded: bool) -> None:
+    async def _withhold(
+        self, job: FinishedJob, why: str | None, *, refunded: bool, tell: bool = True
+    ) -> None:
         """A result the delivery gate refused is posted nowhere, nor sent by DM. Its progress
         message, while its token lives and unless it is known deleted, says that it ended, and
-        shows nothing of it; its maker is told ``why`` by DM (None: not told), and whether it
-        was ``refunded``."""
+        shows nothing of it; its maker is told ``why`` by DM (None, or not ``tell``: not told),
+        and whether it was ``refunded``."""
         log.info("job %s: the result is not posted (%s)", job.job_id, why or "maker stopped")
         watched = self._watched.pop(job.job_id, None)
         if watched is not None:
             await watched.settle()  # never let a late progress edit show a preview
-        if why is not None:
+        if why is not None and tell:
             await self._tell_withheld(job, why, refunded=refunded)
         # Withdrawn alone: its own message (the progress message) was deleted.
         deleted = (watched is not None and watched.deleted) or (

@@ -88,10 +88,12 @@ async def test_a_hidden_threads_result_with_dms_closed_is_refunded_and_recorded(
                 await reply_to(fake, "help", user=fake.owner_id)  # delivers the change
             fake.fail(*DM_ROUTE, status=403, times=10)
 
+        dms_before = len(fake.calls_to(*DM_ROUTE))
         posted = await deliver_after_token_expiry(
             fake, bot, "a lighthouse", thread, meanwhile=dms_closed
         )
         assert await asyncio.wait_for(posted, RENDER_TIMEOUT_S) is None
+        assert len(fake.calls_to(*DM_ROUTE)) - dms_before == 1  # refused once: not tried again
         assert await images_today(bot.services, fake.user_id, fake.guild_id) == 0
         [job] = await journal.jobs_with_status(bot._db, journal.JobStatus.DONE)
         assert job.withheld_why == UNSEEN_AND_DMS_CLOSED, job.withheld_why

@@ -49,7 +49,7 @@ async def test_a_picture_stopped_beside_anothers_ends_at_once_and_shows_no_more(
             )
             click = await fake.click(shown, shown.custom_ids[0])
             answer = await click.wait_for_original(lambda m: not m.is_loading)
-            assert "sharing the device with others' pictures" in answer.content
+            assert "sharing the device with other pictures" in answer.content
             assert "you pay only for the GPU time until now" in answer.content
             # Before its batch ends (held before its last step until the test goes on).
             stopped = await mine.wait_for_original(lambda m: "⏹️ Stopped" in m.content)

@@ -401,7 +401,7 @@ def test_lookups_share_one_scan_until_a_folder_changes_or_it_is_a_second_old(
     assert registry.names() == ["copying", "new"]
 
 
-def test_kept_names_answer_from_memory_until_a_folder_changes_or_a_copy_is_awaited(
+def test_kept_held_names_answer_from_memory_until_a_folder_changes_or_a_copy_is_awaited(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a plain /imagine's default is picked among before its acknowledgement
@@ -415,20 +415,22 @@ def test_kept_names_answer_from_memory_until_a_folder_changes_or_a_copy_is_await
     _settled(tmp_path)
     clock = _Clock()
     registry = ModelRegistry(tmp_path, clock=clock)
-    assert registry.kept_names() is None  # nothing scanned yet
+    assert registry.kept_held_names() is None  # nothing scanned yet
     assert registry.names() == ["other", "ready"]
     clock.now_ns += 10 * registry_module.SCAN_MAX_AGE_NS
-    assert registry.kept_names() == ["other", "ready"]
+    assert registry.kept_held_names() == ["other", "ready"]
     assert len(checked) == 2  # that one scan's
     (tmp_path / "Stable-diffusion" / "other.safetensors").unlink()  # in a subfolder
-    assert registry.kept_names() is None
+    assert registry.kept_held_names() is None
     _settled(tmp_path / "Stable-diffusion")
     assert registry.names() == ["ready"]
-    assert registry.kept_names() == ["ready"]
+    assert registry.kept_held_names() == ["ready"]
     _copied_halfway(_real_safetensors(tmp_path / "copying.safetensors"))
     _settled(tmp_path)
     assert registry.names() == ["ready"]
-    assert registry.kept_names() is None  # ``copying`` may be whole by now
+    assert registry.kept_held_names() is None  # ``copying`` may be whole by now
+    # Held though it would not load now: a server default being copied is refused as such.
+    assert registry.held_names() == ["copying", "ready"]
 
 
 def test_a_lora_whose_name_no_tag_can_carry_is_left_out_and_the_operator_told_once(

@@ -4,9 +4,13 @@ is still installed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.policy.moderation import default_model_here
+from inference.registry import ModelRegistry
+from tests.support.checkpoint_files import stand_in_checkpoint
 
 
 @pytest.mark.parametrize(
@@ -29,3 +33,16 @@ def test_a_default_no_longer_installed_is_passed_over(
 ) -> None:
     chosen = default_model_here(server_default, operator_default, allowed, installed)
     assert chosen == expected
+
+
+def test_a_default_being_copied_over_is_kept_and_refused_as_such(tmp_path: Path) -> None:
+    """Replaced in place, the server's default is held though it would not load yet: the
+    request renders with no other model (of maybe another family and price), and the render's
+    lookup refuses it as still copying."""
+    stand_in_checkpoint(tmp_path / "alpha.safetensors", b"a" * 64)
+    whole = stand_in_checkpoint(tmp_path / "house.safetensors", b"h" * 64).read_bytes()
+    (tmp_path / "house.safetensors").write_bytes(whole[: len(whole) // 2])  # mid-copy
+    registry = ModelRegistry(tmp_path)
+    assert "house" in registry.unusable()
+    assert default_model_here("house", None, (), registry.held_names()) == "house"
+    assert default_model_here("house", None, ("alpha", "house"), registry.held_names()) == "house"
