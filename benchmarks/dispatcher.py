@@ -6,12 +6,13 @@ replayed call on top of the replay itself.
 The tiny model's pipeline is compiled the product's way (``Compiler.install``); one real UNet
 call of the pipeline is recorded and replayed. The compiled twin is replaced by a stub that
 returns at once, so no compile is needed and what is left is the dispatcher's own host work
-(the call's key, the LoRA/hook check, the lock, the ``fail_on_recompile`` stance); its parts
-are timed alone too. The graph dispatcher gets a recorder whose replay does nothing, so
-what is timed is its key, its checks (adapters, hooks, what a graph freezes of the Python
-side, weights), the copies into the graph's buffers and the clone of its output; the check
-of the frozen state (attention processors, padding, blocks' own forwards) is timed for
-full-size SD1.5 and SDXL UNets too (built on the meta device: only their modules count).
+(the call's key, the LoRA/hook and frozen-state check, the lock, the ``fail_on_recompile``
+stance); its parts are timed alone too. The graph dispatcher gets a recorder whose replay
+does nothing, so what is timed is its key, its checks (adapters, hooks, what a graph
+freezes of the Python side, weights), the copies into the graph's buffers and the clone of
+its output; the check of the frozen state (attention processors, padding, blocks' own
+forwards) is timed for full-size SD1.5 and SDXL UNets too (built on the meta device: only
+their modules count).
 On the host, apart from the copies and the clone, which on CUDA are kernel launches.
 
     python benchmarks/dispatcher.py [--calls 2000] [--repeats 7]
@@ -35,8 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.compile import CompiledModule, Compiler, call_key
-from inference.cuda_graphs import GraphedForward, PythonSide
+from inference.compile import CompiledModule, Compiler, PythonSide, call_key
+from inference.cuda_graphs import GraphedForward
 from inference.tiny import write_tiny_model
 
 

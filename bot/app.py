@@ -317,7 +317,7 @@ class EaselBot(commands.Bot):
         self.queue.set_sink(self.results)
         # A job the rules of now would withhold is ended before it uses GPU time (refunded);
         # one withheld at delivery for a rule changed since its submit is refunded then.
-        self.queue.set_start_gate(self.results)
+        self.queue.set_start_gate(self.results, first_wait=self.results.servers_known)
         self.results.refund_withheld = self.queue.refund_withheld
         self.queue.set_progress_listener(self.results.progress, self.results.stopped_in_batch)
         job_size = None if self._broker is None else self._broker.max_job_bytes

@@ -17,8 +17,9 @@ from bot.user_errors import UserError
 from inference.compare import COMPARE_OPTION, MAX_CELLS, AxisLabels, cell_requests
 from inference.face_options import FIX_FACES_PROMPT
 from inference.infotext import format_value
-from inference.limits import MAX_CFG, MAX_SEED, MIN_CFG, MIN_STEPS
+from inference.limits import MAX_CFG, MAX_GIVEN_SEED, MIN_CFG, MIN_STEPS
 from inference.names import as_typed
+from inference.prompts.flags import seed_read_back
 from inference.prompts.wildcards import draws_by_seed
 from inference.samplers import canonical_sampler_name
 from inference.types import RenderInputError, RenderRequest
@@ -88,7 +89,9 @@ def parse_axis(
     field = {Axis.SEED: "seed", Axis.SAMPLER: "sampler", Axis.STEPS: "steps"}.get(
         axis, "cfg_scale" if axis is Axis.CFG else "model"
     )
-    return AxisValues(axis, [format_value(v) for v in parsed], [{field: v} for v in parsed])
+    # A seed past 32 bits (the web UI's) renders the noise it gives, as /imagine's --seed does.
+    rendered = [seed_read_back(v) for v in parsed] if axis is Axis.SEED else parsed
+    return AxisValues(axis, [format_value(v) for v in parsed], [{field: v} for v in rendered])
 
 
 def plan_comparison(base: RenderRequest, x: AxisValues, y: AxisValues | None) -> Comparison:
@@ -184,7 +187,7 @@ def _parse_value(axis: Axis, value: str, max_steps: int, models: Collection[str]
         return [model]
     numbers = _numbers(axis, value)
     low, high = {
-        Axis.SEED: (0, MAX_SEED),
+        Axis.SEED: (0, MAX_GIVEN_SEED),
         Axis.STEPS: (MIN_STEPS, max_steps),
         Axis.CFG: (MIN_CFG, MAX_CFG),
     }[axis]

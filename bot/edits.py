@@ -29,7 +29,7 @@ from inference.images import (
     ONLY_MASKED_PADDING,
     load_input_image,
 )
-from inference.infotext import parse_infotext, sampler_and_schedule
+from inference.infotext import guidance_of, parse_infotext, sampler_and_schedule
 from inference.limits import MAX_SEED, MIN_SIZE
 from inference.outpaint import OutpaintOptions
 from inference.presets import vary_strength
@@ -115,11 +115,9 @@ def request_from_infotext(
     # upload's), with no banned-word check, and a note is posted in Easel's caption.
     notes: list[str] = []
     fields: dict[str, Any] = {}
-    seed, steps, cfg = params.get("Seed"), params.get("Steps"), params.get("CFG scale")
+    seed, steps = params.get("Seed"), params.get("Steps")
     if isinstance(steps, int):
         fields["steps"] = steps
-    if isinstance(cfg, int | float):
-        fields["cfg_scale"] = float(cfg)
     if params.get("Fast"):  # the same picture again needs the same fast mode
         fields["fast"] = True
     try:
@@ -135,6 +133,10 @@ def request_from_infotext(
             fields["model"] = model
         else:
             notes.append("the picture's model is not available here; the default model is used")
+    # The guidance as the model rendering it takes it (the default's: not known, true CFG).
+    cfg = guidance_of(params, distilled_model=fields.get("model") in flow_models)
+    if isinstance(cfg, int | float):
+        fields["cfg_scale"] = float(cfg)
     if usable_models is not None:  # a pass that renders: the options shaping its pixels
         kept = fields.get("model")
         fields["options"] = _picture_options(

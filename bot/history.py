@@ -61,9 +61,11 @@ DELETIONS_KEPT_S = 60.0
 DELETIONS_KEPT = 4096
 # The setting name of the audit row (/easel-admin audit) of a moderator's withdrawal.
 WITHDRAWAL_AUDITED_AS = "jobs withdrawn (their post deleted)"
-# Results Easel withheld at delivery (a rule changed during the render): listed in the audit,
-# so that an admin undoing a mistaken change finds the ids to restore.
-WITHHELD_AUDITED_AS = "results withheld (a rule changed during their render)"
+# Results Easel withheld at delivery, refunded (a rule changed during the render, or they could
+# not be posted where they were made: Easel removed, a hidden thread with DMs closed...): listed
+# in the audit, so that an admin undoing a mistaken rule finds the ids to restore. Not why:
+# that is told to each maker alone.
+WITHHELD_AUDITED_AS = "results withheld when they were finished (not posted, refunded)"
 # Job ids an audit row or a reply names; past them, how many more (a purge or a deleted
 # channel withdraws thousands, and /easel-admin audit shows 15 rows in one message).
 IDS_LISTED = 10
@@ -124,13 +126,18 @@ class HistoryLine:
     created_at: float
     image_count: int
     withdrawn: bool = False  # a moderator deleted its result: it is not shown again
-    # Withdrawn by Easel: its result was withheld at delivery (the server's rules changed).
+    # Withdrawn by Easel: its result was withheld at delivery (the server's rules changed, or
+    # it could not be posted where it was made).
     withheld: bool = False
+    # Why, as its maker was told (``History.withhold_job``): on the maker's own list alone.
+    withheld_why: str | None = None
     # Queued or running in a backup put back: ended unrendered, refunded (``bot.restores``).
     lost_in_a_restore: bool = False
 
 
-def _history_line(entry: store.HistoryEntry) -> HistoryLine:
+def _history_line(entry: store.HistoryEntry, *, own: bool) -> HistoryLine:
+    """``entry`` as a list shows it; ``own``: to its maker, who may read why it was withheld
+    (they were told by DM), which a moderator's list leaves out."""
     return HistoryLine(
         entry.job_id,
         entry.status,
@@ -138,7 +145,8 @@ def _history_line(entry: store.HistoryEntry) -> HistoryLine:
         entry.created_at,
         entry.image_count,
         entry.withdrawn,
-        entry.withheld,
+        entry.withheld_why is not None,
+        entry.withheld_why if own else None,
         entry.lost_in_a_restore,
     )
 
@@ -338,12 +346,10 @@ class History:
     ) -> HistoryPage:
         """Page ``page`` (clamped to the last one) of the member's jobs in the guild (None:
         direct messages), newest first: results belong to the server they were made in."""
-        _, total = await store.page_of_jobs(
-            self._conn, user_id, guild_id=guild_id, search=search, limit=0, offset=0
-        )
+        total = await store.count_of_jobs(self._conn, user_id, guild_id=guild_id, search=search)
         page_count = _page_count(total)
         page = min(max(page, 0), page_count - 1)
-        entries, total = await store.page_of_jobs(
+        entries = await store.page_of_jobs(
             self._conn,
             user_id,
             guild_id=guild_id,
@@ -351,7 +357,8 @@ class History:
             limit=PAGE_SIZE,
             offset=page * PAGE_SIZE,
         )
-        return HistoryPage([_history_line(e) for e in entries], page, page_count, total)
+        lines = [_history_line(entry, own=True) for entry in entries]
+        return HistoryPage(lines, page, page_count, total)
 
     async def member_jobs_here(self, guild_id: int, user_id: int) -> MemberJobsHere:
         """How many jobs the member made in ``guild_id``: public ones by channel, and
@@ -377,7 +384,9 @@ class History:
         )
         posts = {entry.job_id: await store.posts_of(self._conn, entry.job_id) for entry in entries}
         return ModeratedPage(
-            HistoryPage([_history_line(e) for e in entries], page, page_count, total),
+            HistoryPage(
+                [_history_line(entry, own=False) for entry in entries], page, page_count, total
+            ),
             posts,
             left_out_elsewhere=sum(here.public_by_channel.values()) - total,
             left_out_private=here.private,

@@ -40,15 +40,19 @@ from inference.face_options import (
 )
 from inference.file_hashes import file_sha256, recalled_file_sha256
 from inference.infotext import (
+    CFG_SCALE,
+    DISTILLED_CFG_SCALE,
     SAMPLER,
     SCHEDULE_TYPE,
     InfotextError,
     InfotextValue,
+    asks_for_sampler,
     described_sampler,
+    guidance_of,
     parse_infotext,
     sampler_and_schedule,
 )
-from inference.limits import DEFAULT_CLIP_SKIP, MAX_CLIP_SKIP, MAX_COUNT, between
+from inference.limits import DEFAULT_CLIP_SKIP, MAX_CLIP_SKIP, MAX_COUNT, MAX_GIVEN_SEED, between
 from inference.metadata import latent_channels_of
 from inference.model_list import models_without_embeddings
 from inference.prompts import PromptError, WildcardLibrary, build_plan, extract_extra_networks
@@ -88,9 +92,23 @@ FACE_MASK_FIELDS: Mapping[str, object] = {
     "ADetailer dilate erode": FIX_DILATION,
     "ADetailer inpaint only masked": True,
 }
+# ADetailer's settings for a pass of its own, each behind its "use separate" switch (its
+# scheduler behind the sampler's): Easel's face pass renders with the render's, and its
+# pass over a stored picture writes those it used (``inference.passes.faces``).
+_SEPARATE_SWITCHES = {
+    "checkpoint": "checkpoint",
+    "sampler": "sampler",
+    "scheduler": "sampler",
+    "steps": "steps",
+    "CFG scale": "CFG scale",
+}
+_FACE_SEPARATE_FIELDS = (
+    *(f"ADetailer {what}" for what in _SEPARATE_SWITCHES),
+    *(f"ADetailer use separate {what}" for what in set(_SEPARATE_SWITCHES.values())),
+)
 # ADetailer's first unit's keys Easel reads; its 2nd, 3rd... units add " 2nd", " 3rd"...
 _MODEL = "ADetailer model"
-_FACE_UNIT_FIELDS = (_MODEL, *FACE_FIELDS, *FACE_MASK_FIELDS)
+_FACE_UNIT_FIELDS = (_MODEL, *FACE_FIELDS, *FACE_MASK_FIELDS, *_FACE_SEPARATE_FIELDS)
 _UNIT_SUFFIX = re.compile(r"^ADetailer .+( [0-9]{1,2}(?:st|nd|rd|th))$")
 # ADetailer's face models (face_yolov8n.pt, mediapipe_face_full...); the others find hands,
 # people or anything, which Easel's pass does not. Easel's own: Haar, or a YuNet file.
@@ -107,9 +125,9 @@ _LISTED_UNKNOWN_FIELDS = 8
 MODEL_SHAPED = {"clip_skip": "clip skip", "tile": "tiling", "pad_conds": "pad conds"}
 # Digits of the longest seed a grid's seeds are read as (the web UI's past 2**32 - 1 included).
 _MAX_SEED_DIGITS = 20
-# The largest seed a grid's seeds are read as: torch's generator's, the web UI's seed + i
-# (``seed_read_back``).
-_MAX_GRID_SEED = 2**64 - 1
+
+# A web UI checkpoint title: its name (a file's, with its extension) and its short hash.
+_CHECKPOINT_TITLE = re.compile(r"(.*?)(?: \[([0-9a-fA-F]+)\])?", re.DOTALL)
 
 # Fields that only describe the picture (hashes, versions, dates) or that Easel reads below.
 _READ_FIELDS = frozenset(
@@ -117,7 +135,8 @@ _READ_FIELDS = frozenset(
         "Steps",
         SAMPLER,
         SCHEDULE_TYPE,
-        "CFG scale",
+        CFG_SCALE,
+        DISTILLED_CFG_SCALE,  # Flux dev's guidance (``guidance_of``)
         "Seed",
         "Size",
         "Model",
@@ -369,16 +388,11 @@ class _Reader:
     def read(self) -> RenderRequest:
         get = self.params.get
         self._apply({"steps": get("Steps")}, "steps", f"{self.defaults.steps} are used instead")
-        cfg = get("CFG scale")
-        self._apply(
-            {"cfg_scale": float(cfg) if isinstance(cfg, int | float) else cfg},
-            "CFG scale",
-            f"{self.defaults.cfg:g} is used instead",
-        )
         self._apply({"seed": _seed(get("Seed"))}, "seed", "a random seed is used instead")
         self._read_size()
         self._read_sampler()
         self._read_model()
+        self._read_guidance()  # after the model, which says whether it is distilled guidance
         self._read_variation()
         self._read_grid()
         self._read_options()
@@ -387,6 +401,41 @@ class _Reader:
         self._read_noise_source()
         self._list_unknown_fields()
         return self.request
+
+    @property
+    def _model(self) -> str | None:
+        """The model the request renders with, as far as known (None: the server's default)."""
+        return self.request.model or self.installed.fallback_model
+
+    def _read_guidance(self) -> None:
+        """The CFG (``guidance_of``) for the model now chosen. Forge's Flux dev may run true
+        CFG (``CFG scale`` above 1) on top of its distilled guidance; a flow model here takes
+        the distilled value as its CFG (Flux dev's guidance alone, SD 3's true CFG); an SD
+        model runs true CFG, and no distilled guidance."""
+        distilled_model = self._model in self.installed.flow_models
+        cfg = guidance_of(self.params, distilled_model=distilled_model)
+        self._apply(
+            {"cfg_scale": float(cfg) if isinstance(cfg, int | float) else cfg},
+            "CFG scale",
+            f"{self.defaults.cfg:g} is used instead",
+        )
+        true_cfg, distilled = self.params.get(CFG_SCALE), self.params.get(DISTILLED_CFG_SCALE)
+        if distilled is None or true_cfg in (None, 1, distilled):
+            return
+        model_named = repr(self._model) if self._model else "the default model"
+        if distilled_model:
+            sentence = (
+                f"CFG scale {echoed(true_cfg)} beside distilled CFG scale {echoed(distilled)}: "
+                f"{model_named} takes the distilled value as its CFG, not the CFG scale; "
+                "the picture will differ"
+            )
+        else:
+            sentence = (
+                f"distilled CFG scale {echoed(distilled)}: {model_named} takes no distilled "
+                "guidance; "
+                f"CFG scale {echoed(true_cfg)} is used"
+            )
+        self._tell(sentence, "CFG scale")
 
     def _tell(self, sentence: str, setting: str) -> None:
         """``sentence`` about ``setting`` (as Easel names it: never the pasted text)."""
@@ -543,10 +592,10 @@ class _Reader:
             word.isascii()
             and word.isdigit()
             and len(word) <= _MAX_SEED_DIGITS
-            and int(word) <= _MAX_GRID_SEED
+            and int(word) <= MAX_GIVEN_SEED
             for word in words
         ):
-            return f"its seeds are not all whole numbers {between(0, _MAX_GRID_SEED)}"
+            return f"its seeds are not all whole numbers {between(0, MAX_GIVEN_SEED)}"
         if len(words) > MAX_COUNT:
             return f"a batch here makes at most {MAX_COUNT}"
         request = self.request
@@ -711,6 +760,7 @@ class _Reader:
                         "ADetailer model",
                     )
                 self._tell_face_mask(unit)
+                self._tell_face_separate(unit)
                 continue
             # Its other keys say how that pass ran: this sentence covers them.
             self.read_keys.update(key for key in self.params if _unit_of(key) == unit)
@@ -744,6 +794,53 @@ class _Reader:
                 f"ADetailer {', '.join(differing)}: the face pass's mask is fixed",
                 "ADetailer mask",
             )
+
+    def _tell_face_separate(self, unit: str) -> None:
+        """The settings ADetailer's ``unit`` rendered with of its own (its model, sampler,
+        steps, CFG) that differ from the render's, which Easel's face pass uses. ADetailer's
+        "Use same checkpoint" (sampler, scheduler) is the render's, and so is no scheduler."""
+        request = self.request
+
+        def separate(what: str) -> InfotextValue | None:
+            switch = self.params.get(f"ADetailer use separate {_SEPARATE_SWITCHES[what]}{unit}")
+            value = None if str(switch) == "False" else self.params.get(f"ADetailer {what}{unit}")
+            return None if str(value).startswith("Use same") else value
+
+        differing = []
+        checkpoint = separate("checkpoint")
+        if checkpoint is not None and not self._is_model(str(checkpoint)):
+            differing.append(f"checkpoint{unit} {echoed(checkpoint)}")
+        sampler, scheduler = separate("sampler"), separate("scheduler")
+        asked = {SAMPLER: sampler, SCHEDULE_TYPE: scheduler or request.schedule_type}
+        if sampler is not None and not asks_for_sampler(
+            asked, request.sampler, request.schedule_type
+        ):
+            differing.append(f"sampler{unit} {echoed(sampler)} ({request.sampler} here)")
+        for what, used in (("steps", request.steps), ("CFG scale", request.cfg_scale)):
+            value = separate(what)
+            if value is not None and not _same_value(value, used):
+                differing.append(f"{what}{unit} {echoed(value)} ({used:g} here)")
+        if differing:
+            self._tell(
+                f"ADetailer {', '.join(differing)}: the face pass renders with the picture's "
+                "model and settings here",
+                "ADetailer settings",
+            )
+
+    def _is_model(self, checkpoint: str) -> bool:
+        """Whether ``checkpoint`` (ADetailer's: the web UI's title, ``tiny.safetensors
+        [hash]``, or Easel's ``tiny [hash]``) names the model the request renders with: by
+        its hash where both are known, else by name, its file's extension or not."""
+        title = _CHECKPOINT_TITLE.fullmatch(checkpoint)
+        assert title is not None  # every text matches: the hash is optional
+        name, wanted_hash = title.group(1), title.group(2)
+        model = self._model
+        if model is None:
+            return False
+        here = self.installed.model_hash(model) if wanted_hash else None
+        if here is not None:
+            return here.startswith(wanted_hash.lower())
+        return model in (name, Path(name).stem)
 
     def _read_hires(self) -> None:
         get = self.params.get

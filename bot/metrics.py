@@ -107,7 +107,8 @@ RENDER_SECONDS = Histogram(
 )
 ITERATIONS_PER_SECOND = Gauge(
     "easel_render_iterations_per_second",
-    "Sampling steps asked for divided by render seconds, for the latest render",
+    "Denoising steps run divided by render seconds, for the latest render that ran any "
+    "(a remote worker's: on that worker)",
     ["model", "device"],
     registry=METRICS_REGISTRY,
 )
@@ -205,7 +206,7 @@ def member_refused(reason: str) -> None:
 def render_finished(model: str | None, device: str, steps: int, seconds: float) -> None:
     labels = (model or DEFAULT_MODEL_LABEL, device)
     RENDER_SECONDS.labels(*labels).observe(seconds)
-    if seconds > 0:
+    if seconds > 0 and steps > 0:  # none: a fast upscale, or not known (a remote worker's)
         ITERATIONS_PER_SECOND.labels(*labels).set(steps / seconds)
 
 

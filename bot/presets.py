@@ -40,13 +40,15 @@ __all__ = [
     "PRESET_AUDIT_PREFIX",
     "Preset",
     "Presets",
-    "SavedSampler",
+    "Saved",
+    "SavedValues",
     "Scope",
     "as_code",
     "check_saved_sampler",
     "over_saved_settings",
     "refused_as_saved",
-    "saved_sampler",
+    "refused_by_the_default_note",
+    "saved_values",
 ]
 
 MAX_PRESETS = 25  # per member, and per server
@@ -160,16 +162,17 @@ def refused_as_saved(error: Exception, what: str, preset: Preset | None) -> User
     came from ``preset`` (None: their /settings), saved before such a value was checked on
     saving. It says where the value is kept and how to change it, so the member is not left
     guessing (reason: ``error``'s, else a bad input)."""
+    option = what.replace(" ", "_")  # "clip skip": the commands' clip_skip
     if preset is None:
         where = "your /settings"
-        fix = f"change it with `/settings {what}:`, or clear them with `/settings reset:True`"
+        fix = f"change it with `/settings {option}:`, or clear them with `/settings reset:True`"
     elif preset.scope is Scope.SERVER:
         where = f"this server's preset {as_code(preset.name)}"
         fix = "pick another preset, or ask an admin to mend that one"
     else:
         where = f"your preset {as_code(preset.name)}"
         fix = (
-            f"save it again with `/presets save name:{preset.name.replace('`', '')} {what}:`, "
+            f"save it again with `/presets save name:{preset.name.replace('`', '')} {option}:`, "
             "or delete it with `/presets delete`"
         )
     return UserError(
@@ -178,33 +181,62 @@ def refused_as_saved(error: Exception, what: str, preset: Preset | None) -> User
     )
 
 
-# A sampler the member saved, not typed, and where it is kept (``saved_sampler``).
-SavedSampler = tuple[str, Preset | None]
+def refused_by_the_default_note(refusal: UserError, guild_id: int | None) -> str:
+    """The note of what the default model where ``guild_id`` (None: direct messages, whose
+    default is Easel's) refuses of a saved value naming no model."""
+    if guild_id is None:
+        where, there = "in direct messages with Easel's default", "in direct messages"
+    else:
+        where, there = "here with this server's default", "here"
+    return (
+        f"Note: naming no model, it renders {where}, which refuses it: "
+        f"{as_sentence(str(refusal))} Add a `--model` that takes it when you use it {there}."
+    )
 
 
-def saved_sampler(
+@dataclass(frozen=True)
+class Saved:
+    """A value a request takes from a preset or the member's /settings, not typed, and where
+    it is kept (``kept_in``: the preset; None: /settings), for ``refused_as_saved``."""
+
+    value: str | int
+    kept_in: Preset | None
+
+
+# The saved values a model's family may refuse (``saved_values``), by the feature its refusal
+# names (``inference.family_rules.FlowRefusal.feature``): "sampler", "clip skip".
+SavedValues = dict[str, Saved]
+
+
+def saved_values(
     options: ImagineOptions, preset: Preset | None, settings: UserSettings
-) -> SavedSampler | None:
-    """The sampler the request takes from ``preset`` or the member's /settings, with where it
-    is kept (the preset; None: /settings), for ``refused_as_saved``; None when the options or
-    the prompt name one (the member typed it) or none is saved."""
-    if options.sampler or options.typed[1].sampler:
-        return None
-    saved_in = preset if preset is not None and preset.sampler else None
-    sampler = saved_in.sampler if saved_in is not None else settings.sampler
-    return None if sampler is None else (sampler, saved_in)
+) -> SavedValues:
+    """The sampler and clip skip the request takes from ``preset`` or the member's /settings,
+    with where each is kept, for ``refused_as_saved``; one the options or the prompt name
+    (the member typed it), or none saved, is not among them."""
+    saved: SavedValues = {}
+    if not (options.sampler or options.typed[1].sampler):
+        if preset is not None and preset.sampler:
+            saved["sampler"] = Saved(preset.sampler, preset)
+        elif settings.sampler is not None:
+            saved["sampler"] = Saved(settings.sampler, None)
+    if options.clip_skip is None:
+        if preset is not None and preset.clip_skip is not None:
+            saved["clip skip"] = Saved(preset.clip_skip, preset)
+        elif settings.clip_skip is not None:
+            saved["clip skip"] = Saved(settings.clip_skip, None)
+    return saved
 
 
-def check_saved_sampler(saved: SavedSampler | None) -> None:
-    """Refuse a ``saved_sampler`` that is no sampler, saying where it is saved: the member
-    typed no sampler."""
-    if saved is None:
+def check_saved_sampler(saved: SavedValues) -> None:
+    """Refuse a saved sampler (``saved_values``) that is no sampler, saying where it is
+    saved: the member typed no sampler."""
+    if (sampler := saved.get("sampler")) is None:
         return
-    sampler, saved_in = saved
     try:
-        check_sampler(sampler)
+        check_sampler(str(sampler.value))
     except RequestError as error:
-        raise refused_as_saved(error, "sampler", saved_in) from None
+        raise refused_as_saved(error, "sampler", sampler.kept_in) from None
 
 
 def _from_stored(stored: StoredPreset, scope: Scope) -> Preset:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -53,6 +54,18 @@ def status_after_stop(
     if in_work:
         return STUCK_DEVICE_EXIT_STATUS
     return 1 if failed else 0
+
+
+def turn_off_core_dumps(keep: bool) -> None:
+    """No core file from a crash of ``easel run`` or ``easel worker`` unless the operator asks
+    (``keep``, EASEL_KEEP_CORE_DUMPS): one would hold the bot token, members' prompts and
+    pictures, written wherever the system puts cores. Soft and hard limit both, so nothing
+    the process starts (a compiler, a thread's library) raises it again. The kernel applies
+    the limit to a core file only: a core handed to a program (``core_pattern`` ``|...``) is
+    that program's to keep or not (systemd-coredump keeps none under a page; a distribution's
+    crash reporter may: docs/security.md)."""
+    if not keep:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def exit_now(status: int) -> NoReturn:

@@ -24,7 +24,6 @@ from inference.limits import (
     SIZE_MULTIPLE,
     STEPS_ACCEPTS,
     out_of_range,
-    seed_refusal,
 )
 from inference.limits import MAX_SEED as MAX_SEED
 from inference.names import as_typed
@@ -36,6 +35,7 @@ from inference.prompts import (
     picture_seeds,
     resolve_flags,
 )
+from inference.prompts.flags import given_seed
 from inference.quoting import echoed
 from inference.samplers import scheduler_spec
 from inference.types import DEFAULT_SAMPLER, RenderInputError, RenderRequest
@@ -54,6 +54,9 @@ MAX_PROMPT_CHARS = 4000
 # negative prompt, up to MAX_PROMPT_CHARS, comes from a picture's parameters, the prompt's
 # --no flag or the Remix form.
 MAX_NEGATIVE_OPTION_CHARS = 2000
+# The slash commands' seed options' top: Discord's integer options stop at 2**53 - 1; a seed
+# past it, up to ``MAX_GIVEN_SEED``, is typed as ``--seed`` (``resolve_seed`` reads both).
+SEED_OPTION_TOP = 2**53 - 1
 
 
 class RequestError(ValueError):
@@ -106,13 +109,12 @@ def random_seed() -> int:
 
 
 def resolve_seed(seed: int | None, name: str = "seed") -> int:
-    """-1 or nothing means a fresh random seed; anything else must fit in 32 bits (the error
-    calls it ``name``)."""
-    if seed is None or seed == -1:
-        return random_seed()
-    if (refusal := seed_refusal(name, seed)) is not None:
-        raise RequestError(refusal)
-    return seed
+    """-1 or nothing means a fresh random seed; a member's seed past 32 bits (the web UI's, up
+    to ``MAX_GIVEN_SEED``) is the one giving its noise (``seed_read_back``), as a picture's
+    text's is; any other is refused (the error calls it ``name``)."""
+    if isinstance(resolved := given_seed(seed, name), str):
+        raise RequestError(resolved)
+    return resolved
 
 
 def parse_size(text: str) -> tuple[int, int] | str:

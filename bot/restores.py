@@ -34,7 +34,7 @@ from bot.jobs import accounting
 from bot.on_disk import put_on_disk
 from bot.settings import DATABASE_FILE_NAME
 from db import broker_chores, run_mark
-from db.backups import BESIDE_A_DATABASE
+from db.backups import files_beside
 from db.database import causes, transaction
 from db.run_mark import LOST_IN_A_RESTORE
 
@@ -110,6 +110,14 @@ def replaced_copy(database: Path) -> Path:
     return database.with_name(f"{database.name}.replaced")
 
 
+def being_written(copy: Path) -> Path:
+    """Where ``easel restore`` writes a copy of the live database (``replaced_copy``) until it
+    is whole and takes its name. The live database is replaced only after that, so one left
+    (a restore killed while copying) is a copy of a database still in place: a start deletes
+    it (``tidy_restore_copies``)."""
+    return copy.with_name(f"{copy.name}.new")
+
+
 def putting_back_copy(database: Path) -> Path:
     """Where ``easel restore`` of ``replaced_copy`` itself moves its checked copy before the
     live database's copy takes .replaced's name: from then until it is in place, the only copy
@@ -161,22 +169,52 @@ def restore_copies_problems(database: Path) -> list[str]:
             f"{staged} (a copy of a backup, left by an `easel restore` cut short, "
             f"{_since(staged)}) {_UNREACHED}: the next start deletes it"
         )
+    writing = being_written(replaced)
+    with contextlib.suppress(FileNotFoundError):
+        lines.append(
+            f"{writing} (a copy of {database.name} that an `easel restore` cut short was "
+            f"making, {_since(writing)}) {_UNREACHED}: the next start deletes it"
+        )
+    for path in _left_beside_no_replaced_copy(database):
+        with contextlib.suppress(FileNotFoundError):
+            lines.append(
+                f"{path} (left of {replaced.name}, which is gone, {_since(path)}) "
+                f"{_UNREACHED}: the next start deletes it"
+            )
     return lines
 
 
+def _left_beside_no_replaced_copy(database: Path) -> list[Path]:
+    """The -wal, -shm and -journal names of ``replaced_copy`` while it is not there (deleted
+    by the operator without them, or a restore killed between moving the -wal of the copy it
+    was writing and renaming that copy): SQLite reads them only with their database, and a
+    restore deletes them before it writes a new one."""
+    replaced = replaced_copy(database)
+    if replaced.exists():
+        return []
+    return list(files_beside(replaced))
+
+
 def tidy_restore_copies(database: Path) -> None:
-    """At a start holding the data folder's lock (no ``easel restore`` runs then): the copy of
-    a backup that an ``easel restore`` cut short left (``staged_copy``) is deleted; each copy
-    left, never deleted here (``replaced_copy``, ``putting_back_copy``), is logged as a warning
+    """At a start holding the data folder's lock (no ``easel restore`` runs then): the copies
+    an ``easel restore`` cut short left that copy a file still there (``staged_copy``, of a
+    backup; ``being_written``, of the live database) are deleted, with their -wal, -shm and
+    -journal, as are those of a ``replaced_copy`` that is gone; each copy left, never deleted
+    here (``replaced_copy``, ``putting_back_copy``), is logged as a warning
     (``restore_copies_problems``)."""
-    staged = staged_copy(database)
-    for path in (staged, *(Path(f"{staged}{suffix}") for suffix in BESIDE_A_DATABASE)):
+    for copy, what in (
+        (staged_copy(database), "a copy of a backup"),
+        (being_written(replaced_copy(database)), f"a copy of {database.name}"),
+    ):
+        for path in (copy, *files_beside(copy)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                if path == copy:
+                    log.info("deleted %s, %s left by an `easel restore` cut short", copy, what)
+    for path in _left_beside_no_replaced_copy(database):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-            if path == staged:
-                log.info(
-                    "deleted %s, a copy of a backup left by an `easel restore` cut short", staged
-                )
+            log.info("deleted %s, left of %s, which is gone", path, replaced_copy(database).name)
     for problem in restore_copies_problems(database):
         log.warning("%s", problem)
 

@@ -227,6 +227,9 @@ class Settings(BaseSettings):
     metrics_addr: str = Field(default="", validation_alias="EASEL_METRICS_ADDR")
     # text for people, json for log collectors (one object a line).
     log_format: Literal["text", "json"] = Field(default="text", validation_alias="EASEL_LOG_FORMAT")
+    # Let `easel run` and `easel worker` write core dumps, for debugging a crash: one holds
+    # the token and members' prompts, so they are off unless the operator asks.
+    keep_core_dumps: bool = Field(default=False, validation_alias="EASEL_KEEP_CORE_DUMPS")
     # Where members open the Vary (Region) mask editor (as they see it, e.g. behind a reverse
     # proxy); empty: no web server, regions are described in words only.
     public_url: str = Field(default="", validation_alias="EASEL_PUBLIC_URL")

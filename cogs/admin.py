@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import io
 import json
 import time
@@ -161,11 +162,13 @@ def describe_guild(
     operator_banned_words: int = 0,
     default_in_use: str | None = None,
     quotas: Sequence[StoredOverride] = (),
+    installed: Collection[str] | None = None,
 ) -> str:
     """The server's settings, each list whole, or cut to ``list_budget`` characters;
     ``operator_banned_words``: how many words the bot's operator bans everywhere besides;
     ``default_in_use``: the model a request naming none gets (``GuildPolicy.default_model``),
-    shown when it is not the server's own default (unset, or left out of its list);
+    shown when it is not the server's own default (unset, left out of its list, or not
+    ``installed``: the models the folders hold, marked so; None: not known);
     ``quotas``: the server's limit overrides (``GuildPolicy.quota_overrides``)."""
 
     def within_budget(shown: list[str], separator: str = ", ") -> str:
@@ -198,11 +201,7 @@ def describe_guild(
                 for kind, which in ADDON_LISTS.items()
             ),
             f"default model: {settings.default_model or 'Easel default'}"
-            + (
-                f" (a request naming no model gets {default_in_use})"
-                if default_in_use is not None and default_in_use != settings.default_model
-                else ""
-            ),
+            + _default_in_use_text(settings.default_model, default_in_use, installed),
             f"priority roles: {listed(GuildList.PRIORITY_ROLE)}",
             f"NSFW policy: {_NSFW_LABELS[NsfwPolicy(settings.nsfw_policy)]}",
             f"banned words: {listed(GuildList.BANNED_WORD)}"
@@ -217,6 +216,28 @@ def describe_guild(
     )
 
 
+def _default_in_use_text(
+    stored: str | None, in_use: str | None, installed: Collection[str] | None
+) -> str:
+    """What follows the stored default in /easel-admin show: that it is no longer installed,
+    and what a request naming no model meets (``in_use``: ``GuildPolicy.default_model``'s
+    pick) when that is not the stored default rendering."""
+    renders = True
+    if in_use is None:
+        renders = installed is None or bool(installed)
+        outcome = "gets the first model installed" if renders else "fails: no model is installed"
+    elif installed is not None and in_use not in installed:
+        renders = False
+        outcome = f"is refused: {in_use} is not installed"  # as /imagine refuses it
+    else:
+        outcome = f"gets {in_use}"
+    if stored is not None and installed is not None and stored not in installed:
+        return f" (not installed: a request naming no model {outcome})"
+    if renders and in_use in (stored, None):
+        return ""  # what the line says: the stored default, or Easel's
+    return f" (a request naming no model {outcome})"
+
+
 def describe_guild_within(
     limit: int,
     settings: GuildSettings,
@@ -224,16 +245,25 @@ def describe_guild_within(
     default_in_use: str | None = None,
     note: str = "",
     quotas: Sequence[StoredOverride] = (),
+    installed: Collection[str] | None = None,
 ) -> str:
     """``describe_guild`` followed by ``note``, in at most ``limit`` characters when its fixed
     lines fit: the room left with every list cut to nothing is shared between the lists that
     have entries (the quota overrides one of them). A list cut to a budget is at most that
     budget longer than cut to nothing (its "… and N more" only shortens), so the sum stays
     within the limit."""
-    bare = describe_guild(settings, 0, operator_banned_words, default_in_use, quotas) + note
+    described = functools.partial(
+        describe_guild,
+        settings,
+        operator_banned_words=operator_banned_words,
+        default_in_use=default_in_use,
+        quotas=quotas,
+        installed=installed,
+    )
+    bare = described(0) + note
     filled = sum(1 for which in GuildList if settings.entries(which)) + bool(quotas) or 1
     budget = max(0, (limit - len(bare)) // filled)
-    return describe_guild(settings, budget, operator_banned_words, default_in_use, quotas) + note
+    return described(budget) + note
 
 
 def _audit_row(entry: AuditEntry, room: int | None = None) -> str:
@@ -420,14 +450,19 @@ class AdminCog(commands.Cog):
         settings = await self._policy.settings(_guild_id(interaction))
         quotas = await self._policy.quota_overrides(_guild_id(interaction))
         operator_words = self._policy.operator_banned_word_count
-        in_use = self._policy.default_model(settings)
+        # As a request naming no model resolves it (``GuildPolicy.admit``): a default removed
+        # since is passed over, one being copied over is held.
+        held = await self._policy.installed_now()
+        in_use = self._policy.default_model(settings, held)
         missing = _missing_audit_log(interaction)
-        whole = describe_guild(settings, None, operator_words, in_use, quotas) + missing
+        whole = describe_guild(settings, None, operator_words, in_use, quotas, held) + missing
         if len(whole) <= MESSAGE_LIMIT:
             await self._done(interaction, whole)
             return
         await interaction.response.send_message(
-            describe_guild_within(MESSAGE_LIMIT, settings, operator_words, in_use, missing, quotas),
+            describe_guild_within(
+                MESSAGE_LIMIT, settings, operator_words, in_use, missing, quotas, held
+            ),
             file=discord.File(io.BytesIO(whole.encode()), filename=SETTINGS_FILE),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),

@@ -200,7 +200,7 @@ class BlendCog(commands.Cog):
                 "blend",
                 request,
                 private=asked.private,
-                saved_sampler=asked.saved_sampler,
+                saved=asked.saved,
                 repeat_seeds=[repeat.seed for repeat in repeats],
                 before_queueing=inputs.saved_later,
                 on_journaled=inputs.keep,

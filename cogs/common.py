@@ -41,11 +41,12 @@ from bot.policy.moderation import model_allowed, model_left_out, models_rendered
 from bot.policy.unavailable import unavailable_here
 from bot.presets import (
     Preset,
-    SavedSampler,
+    SavedValues,
     check_saved_sampler,
     over_saved_settings,
     refused_as_saved,
-    saved_sampler,
+    refused_by_the_default_note,
+    saved_values,
 )
 from bot.refusals import quota_refused, told_refusal
 from bot.requests import (
@@ -57,7 +58,7 @@ from bot.requests import (
 )
 from bot.services import Services
 from bot.shown_text import ELLIPSIS, as_read, grapheme_boundary, laid_out
-from bot.user_errors import Reason, UserError, as_sentence
+from bot.user_errors import Reason, UserError
 from cogs.contexts import received_at
 from cogs.visibility import (
     check_enabled_here,
@@ -68,7 +69,7 @@ from cogs.visibility import (
 )
 from cogs.withdrawals import check_posts_there
 from cogs.wording import counted
-from inference.family_rules import SamplerNotTaken, check_model_family
+from inference.family_rules import FlowRefusal, check_model_family
 from inference.model_list import models_without_embeddings
 from inference.names import as_typed
 from inference.types import RenderInputError, RenderRequest
@@ -344,14 +345,16 @@ def priority_class(request: RenderRequest, priority_role: bool) -> PriorityClass
 @dataclasses.dataclass(frozen=True)
 class MemberRequests:
     """What a member's options make: one request per ``--repeat``, the preset they named,
-    whether they keep their results private, and the sampler they saved, not typed (None:
-    typed, or none saved), which admission's refusal of it names where it is kept
-    (``submit_from_interaction``'s ``saved_sampler``)."""
+    whether they keep their results private, and the sampler and clip skip they saved, not
+    typed (``saved_values``), which admission's refusal of one names where it is kept
+    (``submit_from_interaction``'s ``saved``); and the default model they were built with
+    (``default_model_for``), read once for what checks them before the defer (/compare)."""
 
     requests: list[RenderRequest]
     preset: Preset | None
     private: bool
-    saved_sampler: SavedSampler | None
+    saved: SavedValues
+    default_model: str | None
 
 
 async def requests_for_member(
@@ -366,8 +369,8 @@ async def requests_for_member(
     personal = await services.member_settings.get(interaction.user.id)
     default_model = await default_model_for(interaction)
 
-    def build(chosen: Preset | None) -> tuple[list[RenderRequest], SavedSampler | None]:
-        saved = saved_sampler(options, chosen, personal)
+    def build(chosen: Preset | None) -> tuple[list[RenderRequest], SavedValues]:
+        saved = saved_values(options, chosen, personal)
         check_saved_sampler(saved)
         requests = build_requests(
             options,
@@ -377,7 +380,7 @@ async def requests_for_member(
         )
         return requests, saved
 
-    def unless_a_preset_is_named() -> tuple[list[RenderRequest], SavedSampler | None] | None:
+    def unless_a_preset_is_named() -> tuple[list[RenderRequest], SavedValues] | None:
         return None if preset_named(options) else build(None)
 
     # Off the loop: the prompt's flags are parsed (once: ``options`` keeps them) and the
@@ -396,7 +399,7 @@ async def requests_for_member(
                 raise refused_as_saved(error, "model", chosen) from None
         built = await asyncio.to_thread(build, chosen)
     requests, saved = built
-    return MemberRequests(requests, chosen, personal.private_results, saved)
+    return MemberRequests(requests, chosen, personal.private_results, saved, default_model)
 
 
 def check_family_takes(
@@ -404,7 +407,7 @@ def check_family_takes(
     request: RenderRequest,
     default_model: str | None,
     allowed_models: Collection[str],
-    saved: SavedSampler | None = None,
+    saved: SavedValues | None = None,
     *,
     vae: bool = False,
 ) -> None:
@@ -413,37 +416,29 @@ def check_family_takes(
     engine's own sentence (``inference.family_rules``), not after a wait in the queue and a
     load. A model or refiner ``allowed_models`` (``allowed_models_where``) leaves out is left
     to admission, whose one refusal never tells what the server hides (nor its family). A
-    sampler the member saved, not typed (``saved``: ``saved_sampler``'s) is refused naming
-    where it is kept (``refused_as_saved``). ``vae``: its VAE too (``check_model_family``).
+    sampler or clip skip the member saved, not typed (``saved``: ``saved_values``'s) is
+    refused naming where it is kept (``refused_as_saved``). ``vae``: its VAE too
+    (``check_model_family``).
     Reads the model's header (cached per file version): run it on a thread."""
     named = (as_typed(str(name)) for name in models_rendered(request) if name is not None)
     if model_left_out(named, allowed_models) is not None:
         return
     try:
         check_model_family(services.registry, request, default_model, vae=vae)
-    except SamplerNotTaken as error:
-        if saved is None:
+    except FlowRefusal as error:
+        if saved is None or (kept := saved.get(error.feature)) is None:
             raise UserError(str(error)) from None
-        raise refused_as_saved(error, "sampler", saved[1]) from None
+        raise refused_as_saved(error, error.feature, kept.kept_in) from None
     except RenderInputError as error:
         raise UserError(str(error)) from None
-
-
-async def model_defaults_for(
-    interaction: discord.Interaction[Any],
-) -> Callable[[str | None], Defaults]:
-    """The request defaults by model name where ``interaction`` happens: the model's family's
-    (Flux schnell: 4 steps), the default model being this server's, else the bot's. What it
-    returns reads file headers: call that from a worker thread."""
-    return defaults_by_model(services_of(interaction), await default_model_for(interaction))
 
 
 def defaults_by_model(
     services: Services, default_model: str | None
 ) -> Callable[[str | None], Defaults]:
-    """The request defaults by model name, ``default_model`` rendering for a request naming
-    none (``model_defaults_for``). What it returns reads file headers: call that from a
-    worker thread."""
+    """The request defaults by model name: the model's family's (Flux schnell: 4 steps),
+    ``default_model`` (``default_model_for``) rendering for a request naming none. What it
+    returns reads file headers: call that from a worker thread."""
     return lambda model: services.model_defaults(model, default_model)
 
 
@@ -520,8 +515,9 @@ async def check_preset_takes(
     """``preset``'s sampler and clip skip refused on saving when no such sampler is, or when
     the model it names cannot take them (Flux: no clip skip; Flux schnell: Euler, UniPC), in
     the render's sentence (``check_family_here``). A preset naming no model is the member's
-    on every server, and renders with each one's default: what this server's refuses of it
-    is saved, and told in the note returned (None: nothing)."""
+    on every server, and renders with the default where it is used: what the default of
+    ``guild_id`` refuses of it (this server's; Easel's in direct messages) is saved, and told
+    in the note returned (``refused_by_the_default_note``; None: nothing)."""
     if preset.sampler is not None:
         check_sampler(preset.sampler)
     try:
@@ -529,10 +525,7 @@ async def check_preset_takes(
     except UserError as refusal:
         if preset.model is not None:
             raise
-        return (
-            "Note: naming no model, it renders here with this server's default, which refuses "
-            f"it: {as_sentence(str(refusal))} Add a `--model` that takes it when you use it here."
-        )
+        return refused_by_the_default_note(refusal, guild_id)
     return None
 
 
@@ -628,14 +621,14 @@ async def admitted_submission(
     parent_job_id: str | None,
     private: bool,
     input_size: InputSize | None = None,
-    saved_sampler: SavedSampler | None = None,
+    saved: SavedValues | None = None,
     **delivery: Any,
 ) -> Submission:
     """The job the server's rules make of ``request`` (channel, models, banned words, NSFW,
     priority role), refused with one sentence when over the render limits. ``input_size``:
-    the picture it edits, as decoded (else read off the loop). ``saved_sampler``: the
-    request's sampler when the member saved it, not typed (``MemberRequests``): a family's
-    refusal of it says where it is kept. ``delivery``: the interaction fields of a
+    the picture it edits, as decoded (else read off the loop). ``saved``: the
+    request's sampler and clip skip the member saved, not typed (``MemberRequests``): a
+    family's refusal of one says where it is kept. ``delivery``: the interaction fields of a
     Submission, when there is an interaction to answer."""
     admission = await services.guild_policy.admit(
         requester.guild_id,
@@ -655,7 +648,7 @@ async def admitted_submission(
     # picture), the family rules told privately here, not after the queue in the channel.
     # ``admit`` filled in the default model (one still unnamed has none anywhere) and read
     # the list these are checked against: no default nor list is read again.
-    await asyncio.to_thread(_check_engine_takes, services, admission, saved_sampler)
+    await asyncio.to_thread(_check_engine_takes, services, admission, saved)
     # A 🔄 or Remix of an edit or an upscale.
     if input_size is None and costs_by_its_picture(admission.request):
         input_size = await asyncio.to_thread(input_picture_size, admission.request)
@@ -679,11 +672,11 @@ async def admitted_submission(
 
 
 def _check_engine_takes(
-    services: Services, admission: Admission, saved: SavedSampler | None
+    services: Services, admission: Admission, saved: SavedValues | None
 ) -> None:
     """What the engine refuses of the admitted request: its model family's rules (its VAE's
-    included; a ``saved`` sampler refused naming where it is kept) and a face restorer it
-    names. Reads headers and folders: run it on a thread."""
+    included; a ``saved`` sampler or clip skip refused naming where it is kept) and a face
+    restorer it names. Reads headers and folders: run it on a thread."""
     request = admission.request
     check_family_takes(services, request, None, admission.allowed_models, saved, vae=True)
     if asks_face_restorer(request):
@@ -789,7 +782,7 @@ async def submit_from_interaction(
     before_queueing: Callable[[], Awaitable[str | None]] | None = None,
     on_journaled: Callable[[], object] | None = None,
     input_size: InputSize | None = None,
-    saved_sampler: SavedSampler | None = None,
+    saved: SavedValues | None = None,
     as_many_as_fit: bool = False,
 ) -> str | None:
     """Check the guild's rules, acknowledge (deferred, within 3 s) unless the caller did
@@ -809,7 +802,7 @@ async def submit_from_interaction(
     ``input_size``: the size of the picture ``request`` edits, as decoded where it was read:
     its quota reservation then reads no file (``Submission.render_size``).
 
-    ``saved_sampler``: ``MemberRequests.saved_sampler``, for ``admitted_submission``.
+    ``saved``: ``MemberRequests.saved``, for ``admitted_submission``.
 
     ``repeat_seeds`` (``--repeat``): one more job of the same request for each seed, charged
     as a job each and refused together up front when they do not all fit the member's quota;
@@ -833,7 +826,7 @@ async def submit_from_interaction(
         parent_job_id=parent.job_id if isinstance(parent, StoredJob) else parent,
         private=private,
         input_size=input_size,
-        saved_sampler=saved_sampler,
+        saved=saved,
         application_id=interaction.application_id,
         interaction_token=interaction.token,
         interaction_created_at=interaction.created_at.timestamp(),

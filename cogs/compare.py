@@ -13,8 +13,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.compare import Axis, AxisValues, cells_planned_apart, parse_axis, plan_comparison
-from bot.presets import SavedSampler
-from bot.requests import MAX_NEGATIVE_OPTION_CHARS, MAX_PROMPT_CHARS, MAX_SEED, ImagineOptions
+from bot.presets import SavedValues
+from bot.requests import (
+    MAX_NEGATIVE_OPTION_CHARS,
+    MAX_PROMPT_CHARS,
+    SEED_OPTION_TOP,
+    ImagineOptions,
+)
 from bot.services import Services
 from bot.user_errors import UserError
 from cogs.choices import model_choices, sampler_choices
@@ -22,13 +27,12 @@ from cogs.common import (
     allowed_models_where,
     check_family_takes,
     check_render_limits,
-    default_model_for,
+    only_allowed,
     requester_of,
     requests_for_member,
     services_of,
     submit_from_interaction,
 )
-from cogs.lists import allowed_model_names
 from cogs.visibility import check_member_may_act_here
 from inference.limits import MAX_CFG, MAX_STEPS, MIN_CFG, MIN_STEPS
 from inference.types import RenderInputError, RenderRequest
@@ -71,7 +75,7 @@ class CompareCog(commands.Cog):
         y: str | None = None,
         y_values: _VALUES | None = None,
         negative: app_commands.Range[str, 0, MAX_NEGATIVE_OPTION_CHARS] | None = None,
-        seed: app_commands.Range[int, -1, MAX_SEED] | None = None,
+        seed: app_commands.Range[int, -1, SEED_OPTION_TOP] | None = None,
         steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
         cfg: app_commands.Range[float, MIN_CFG, MAX_CFG] | None = None,
         sampler: str | None = None,
@@ -100,7 +104,9 @@ class CompareCog(commands.Cog):
             raise UserError("/compare renders one picture per cell; leave out --count.")
         # Where the member may post its grid, before its cells are planned (seconds for many).
         check_member_may_act_here(interaction, private=asked.private)
-        models = await allowed_model_names(interaction)
+        # Read once for the axes and the cells' checks (each read may hop to a thread).
+        allowed = await allowed_models_where(services, interaction.guild_id)
+        models = only_allowed(await asyncio.to_thread(services.model_names), allowed)
 
         def axis(name: str, values: str) -> AxisValues:
             max_steps = services.limits.max_steps
@@ -113,19 +119,28 @@ class CompareCog(commands.Cog):
         )
         # A saved sampler on an axis renders in no cell: nothing to refuse of it.
         sampler_axis = Axis.SAMPLER.value in (x, y)
-        saved = None if sampler_axis else asked.saved_sampler
-        await _check_every_cell(interaction, comparison.cells, saved)
+        saved = {
+            feature: kept
+            for feature, kept in asked.saved.items()
+            if not (sampler_axis and feature == "sampler")
+        }
+        await _check_every_cell(interaction, comparison.cells, saved, asked.default_model, allowed)
         await submit_from_interaction(
-            interaction, "compare", comparison.request, private=asked.private, saved_sampler=saved
+            interaction, "compare", comparison.request, private=asked.private, saved=saved
         )
 
 
 async def _check_every_cell(
-    interaction: discord.Interaction[Any], cells: list[RenderRequest], saved: SavedSampler | None
+    interaction: discord.Interaction[Any],
+    cells: list[RenderRequest],
+    saved: SavedValues,
+    default_model: str | None,
+    allowed: Collection[str],
 ) -> None:
     """Every picture passes what a lone /imagine of it would: ranges, this server's limits,
     its models and banned words (each search/replace prompt planned as the engine will), and
-    its model family's rules (``saved``: the cells' sampler, when the member saved it)."""
+    its model family's rules (``saved``: the cells' sampler and clip skip the member saved),
+    with ``default_model`` and the ``allowed`` models read before."""
     services = services_of(interaction)
     requester = requester_of(interaction)
     for cell in cells:
@@ -151,8 +166,6 @@ async def _check_every_cell(
     )
     # Each model and sampler an axis brings (a sampler Flux lacks, a Flux cell of a model axis
     # given an SD sampler), refused before queueing as admission refuses the job's own.
-    default_model = await default_model_for(interaction)
-    allowed = await allowed_models_where(services, requester.guild_id)
     await asyncio.to_thread(_check_families, services, cells, default_model, allowed, saved)
 
 
@@ -161,7 +174,7 @@ def _check_families(
     cells: list[RenderRequest],
     default_model: str | None,
     allowed: Collection[str],
-    saved: SavedSampler | None,
+    saved: SavedValues,
 ) -> None:
     """``check_family_takes`` of each model and sampler among ``cells`` (reads headers)."""
     for cell in {(cell.model, cell.sampler): cell for cell in cells}.values():

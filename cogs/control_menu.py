@@ -111,7 +111,7 @@ class ControlModal(ReportingModal):
                 "imagine",
                 request,
                 private=asked.private,
-                saved_sampler=asked.saved_sampler,
+                saved=asked.saved,
                 repeat_seeds=[repeat.seed for repeat in repeats],
                 before_queueing=inputs.saved_later,  # read once acknowledged; the parent
                 on_journaled=inputs.keep,

@@ -7,7 +7,6 @@ keep working after a restart without storing anything.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any, Self
@@ -17,10 +16,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.images import check_engine_sides, check_upload_size
-from bot.presets import over_saved_settings, saved_sampler
-from bot.requests import ImagineOptions, build_request
+from bot.requests import ImagineOptions
 from bot.user_errors import UserError
-from cogs.common import defer_thinking, model_defaults_for, services_of, submit_from_interaction
+from cogs.common import (
+    defer_thinking,
+    requests_for_member,
+    services_of,
+    submit_from_interaction,
+)
 from cogs.errors import report_error
 from cogs.info import read_attachment
 from cogs.visibility import check_enabled_here, check_member_may_act_here
@@ -77,24 +80,17 @@ class ImagineSuggestionButton(
             prompt = None if message is None else suggestion_in(message.content, self.number)
             if prompt is None:
                 raise UserError("That suggestion is gone; run /describe again.")
-            services = services_of(interaction)
-            personal = await services.member_settings.get(interaction.user.id)
-            options = ImagineOptions(prompt=prompt)
-            # Off the loop: the model's family is read from its file's header.
-            request = await asyncio.to_thread(
-                build_request,
-                options,
-                services.request_defaults,
-                over_saved_settings(None, personal),
-                await model_defaults_for(interaction),
-            )
-            # A family's refusal of the member's /settings sampler says where it is kept.
+            # Read as /imagine reads a prompt (its flags, a preset, the clicker's /settings),
+            # off the loop; one picture set, as the button promises.
+            asked = await requests_for_member(interaction, ImagineOptions(prompt=prompt))
+            if len(asked.requests) > 1:
+                raise UserError("A suggestion runs one /imagine; leave out --repeat.")
             await submit_from_interaction(
                 interaction,
                 "imagine",
-                request,
-                private=personal.private_results,
-                saved_sampler=saved_sampler(options, None, personal),
+                asked.requests[0],
+                private=asked.private,
+                saved=asked.saved,
             )
         except Exception as error:
             await report_error(interaction, error, "describe suggestion")

@@ -18,7 +18,7 @@ from bot.presets import MAX_PRESET_NAME, refused_as_saved
 from bot.requests import (
     MAX_NEGATIVE_OPTION_CHARS,
     MAX_PROMPT_CHARS,
-    MAX_SEED,
+    SEED_OPTION_TOP,
     ImagineOptions,
     RequestError,
 )
@@ -159,7 +159,7 @@ class ImagineCog(commands.Cog):
         interaction: discord.Interaction[Any],
         prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
         negative: app_commands.Range[str, 0, MAX_NEGATIVE_OPTION_CHARS] | None = None,
-        seed: app_commands.Range[int, -1, MAX_SEED] | None = None,
+        seed: app_commands.Range[int, -1, SEED_OPTION_TOP] | None = None,
         steps: app_commands.Range[int, MIN_STEPS, MAX_STEPS] | None = None,
         cfg: app_commands.Range[float, MIN_CFG, MAX_CFG] | None = None,
         sampler: str | None = None,
@@ -244,7 +244,7 @@ class ImagineCog(commands.Cog):
                 "imagine",
                 request,
                 private=asked.private,
-                saved_sampler=asked.saved_sampler,
+                saved=asked.saved,
                 repeat_seeds=[repeat.seed for repeat in repeats],
                 # Its pictures read once acknowledged; an Easel picture among them is the
                 # job's parent: withdrawn with it.

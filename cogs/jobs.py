@@ -9,24 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs.queue import CancelOutcome, KeptEnd
+from bot.jobs.queue import KeptEnd
 from bot.policy.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
 from cogs.common import acting_member, defer_thinking, queue_of, services_of, shown_prompt, tell
-from cogs.wording import NO_PROMPT, STOPPED_BESIDE_OTHERS, counted
+from cogs.wording import NO_PROMPT, cancel_answer, counted
 
-CANCEL_MESSAGES = {
-    CancelOutcome.CANCELLED: "Cancelled job `{}`; nothing was charged.",
-    CancelOutcome.STOPPING: (
-        "Job `{}` stops at the next step: you pay only for the GPU time used, no pictures."
-    ),
-    CancelOutcome.STOPPED_IN_BATCH: "Stopped job `{}`: " + STOPPED_BESIDE_OTHERS,
-    # Alone on its device it stops at the next step; beside others' pictures, at once for you.
-    CancelOutcome.STOPPING_FREE: "Stopped job `{}`; nothing is charged.",
-    CancelOutcome.NOT_YOURS: "Job `{}` is not yours; only its owner or an admin can cancel it.",
-    CancelOutcome.FINISHED: "Too late: job `{}` has already finished.",
-    CancelOutcome.UNKNOWN: "There is no job `{}` here; `/queue` lists yours.",
-}
 _MAX_QUEUE_LINES = 10
 _PROMPT_PREVIEW = 60
 
@@ -77,7 +65,7 @@ class JobsCog(commands.Cog):
         # Answered first: a cancel the database holds up takes minutes to say so.
         await defer_thinking(interaction, private=True)
         outcome = await queue_of(interaction).cancel(job_id, acting_member(interaction))
-        await tell(interaction, CANCEL_MESSAGES[outcome].format(job_id))
+        await tell(interaction, cancel_answer(outcome, job_id))
 
     @app_commands.command(name="queue", description="Where your jobs are in the queue")
     async def queue(self, interaction: discord.Interaction[Any]) -> None:

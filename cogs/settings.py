@@ -132,13 +132,13 @@ class SettingsCog(commands.Cog):
 async def _refused_by_the_default_here(
     interaction: discord.Interaction[Any], sampler: str | None, clip_skip: int | None
 ) -> str | None:
-    """The note for a sampler or clip skip just saved that this server's default model
-    refuses (Flux: no clip skip; Flux schnell: Euler, UniPC), in the render's sentence; None:
-    none. It is saved all the same, not refused: /settings name no model and are the
-    member's on every server, each rendering them with its own default (an SD one takes
-    them) or with the model a request names; a render with this default still refuses it
-    (``check_preset_takes``, as for a preset naming no model). Only the values given are
-    read: one saved earlier is told where it is used."""
+    """The note for a sampler or clip skip just saved that the default model here (this
+    server's; in direct messages, Easel's) refuses (Flux: no clip skip; Flux schnell: Euler,
+    UniPC), in the render's sentence; None: none. It is saved all the same, not refused:
+    /settings name no model and are the member's on every server, each rendering them with
+    its own default (an SD one takes them) or with the model a request names; a render with
+    this default still refuses it (``check_preset_takes``, as for a preset naming no model).
+    Only the values given are read: one saved earlier is told where it is used."""
     if sampler is None and clip_skip is None:
         return None
     saved = Preset(name="/settings", sampler=sampler, clip_skip=clip_skip)

@@ -17,6 +17,11 @@ from db.database import SchemaTooNew, failed_writing, pending_migrations
 BESIDE_A_DATABASE = ("-wal", "-shm", "-journal")
 
 
+def files_beside(database: Path) -> tuple[Path, ...]:
+    """The names of what SQLite keeps beside ``database`` (``BESIDE_A_DATABASE``)."""
+    return tuple(Path(f"{database}{suffix}") for suffix in BESIDE_A_DATABASE)
+
+
 class BackupUnusable(Exception):
     """The backup cannot be read, is damaged, or is no Easel database this Easel can use."""
 

@@ -24,7 +24,8 @@ class HistoryEntry:
     created_at: float
     image_count: int
     withdrawn: bool  # a moderator deleted its result, or Easel withheld it: not shown again
-    withheld: bool  # withdrawn by Easel: withheld at delivery, refunded (``withheld_why``)
+    # Withdrawn by Easel: withheld at delivery, refunded; what its maker was told (None: not).
+    withheld_why: str | None
     lost_in_a_restore: bool  # queued or running in a backup put back (``db.run_mark``)
 
 
@@ -98,7 +99,7 @@ def _escape_like(text: str) -> str:
 _HISTORY_COLUMNS = (
     "j.id, j.kind, j.status, j.request_json, j.created_at,"
     " (SELECT COUNT(*) FROM images i WHERE i.job_id = j.id), j.withdrawn_at IS NOT NULL,"
-    " j.withheld_why IS NOT NULL,"
+    " j.withheld_why,"
     f" j.status = 'cancelled' AND j.error = '{run_mark.LOST_IN_A_RESTORE}'"
 )
 
@@ -114,11 +115,35 @@ def _entries(rows: Iterable[sqlite3.Row]) -> list[HistoryEntry]:
             created_at,
             images,
             bool(withdrawn),
-            bool(withheld),
+            withheld_why,
             bool(lost),
         )
-        for job_id, kind, status, request, created_at, images, withdrawn, withheld, lost in rows
+        for job_id, kind, status, request, created_at, images, withdrawn, withheld_why, lost in rows
     ]
+
+
+def _members_jobs(
+    user_id: int, guild_id: int | None, search: str | None
+) -> tuple[str, tuple[object, ...]]:
+    """The WHERE clause and its values of the member's jobs in the guild (None: direct
+    messages) whose prompt holds ``search`` (case-insensitive); with no search, no request is
+    parsed (the ``jobs_user`` index and each row's guild only)."""
+    # IS rather than =: it also matches NULL, the guild of a direct message.
+    where, values = "user_id = ? AND guild_id IS ?", (user_id, guild_id)
+    if not search:
+        return where, values
+    matches = " AND json_extract(request_json, '$.prompt') LIKE ? ESCAPE '\\'"
+    return where + matches, (*values, f"%{_escape_like(search)}%")
+
+
+async def count_of_jobs(
+    conn: aiosqlite.Connection, user_id: int, *, guild_id: int | None, search: str | None
+) -> int:
+    """How many of the member's jobs in the guild match ``search`` (``page_of_jobs``)."""
+    where, values = _members_jobs(user_id, guild_id, search)
+    async with conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", values) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def page_of_jobs(
@@ -129,30 +154,18 @@ async def page_of_jobs(
     search: str | None,
     limit: int,
     offset: int,
-) -> tuple[list[HistoryEntry], int]:
-    """One page of the member's jobs in the guild (None: direct messages), newest first, and
-    how many match in all.
+) -> list[HistoryEntry]:
+    """One page of the member's jobs in the guild (None: direct messages), newest first.
 
-    ``search`` is a case-insensitive substring of the request (which holds the prompt).
-    """
-    pattern = f"%{_escape_like(search)}%" if search else "%"
-    # IS rather than =: it also matches NULL, the guild of a direct message.
-    where = (
-        "user_id = ? AND guild_id IS ?"
-        " AND json_extract(request_json, '$.prompt') LIKE ? ESCAPE '\\'"
-    )
-    async with conn.execute(
-        f"SELECT COUNT(*) FROM jobs WHERE {where}", (user_id, guild_id, pattern)
-    ) as cursor:
-        row = await cursor.fetchone()
-    total = int(row[0]) if row else 0
+    ``search`` is a case-insensitive substring of the request's prompt (None: every job)."""
+    where, values = _members_jobs(user_id, guild_id, search)
     async with conn.execute(
         f"SELECT {_HISTORY_COLUMNS} FROM jobs j WHERE {where}"
         " ORDER BY j.created_at DESC, j.id LIMIT ? OFFSET ?",
-        (user_id, guild_id, pattern, limit, offset),
+        (*values, limit, offset),
     ) as cursor:
         rows = await cursor.fetchall()
-    return _entries(rows), total
+    return _entries(rows)
 
 
 # A member's jobs in a server that its moderators may read: not private (the member's alone).

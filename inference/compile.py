@@ -11,7 +11,9 @@ eager module's ``forward`` becomes a dispatcher:
   a background thread that compiles and warms them on the twin. So the first job on a model
   starts the compile, and it and the jobs after it run eager until their shape is ready;
 - while the eager tree does more than the twin (LoRA adapters loaded, which peft injects into
-  the eager tree only; hooks such as the fast mode's cache) every call runs eager.
+  the eager tree only; hooks such as the fast mode's cache), or other than it (``PythonSide``:
+  seamless tiling's circular padding, an IP-Adapter's attention processors, set on the eager
+  tree only), every call runs eager.
 
 Why a background thread and a twin rather than warming up on the device thread between
 jobs: one compile of an SD UNet takes from seconds (warm disk cache) to minutes
@@ -299,6 +301,8 @@ class CompiledModule:
         self.compiled: Callable[..., Any] = torch.compile(
             self.twin, mode=compiler.mode, dynamic=False
         )
+        self._python_side = PythonSide.of(module)
+        self._as_installed = self._python_side.state()
         self.ready: set[CallKey] = set()
         self._seen: set[CallKey] = set()
         # How many calls ran compiled: what tests and the benchmark read.
@@ -338,9 +342,16 @@ class CompiledModule:
         return self._eager_forward(self._module(), *args, **kwargs)
 
     def _altered(self) -> bool:
-        """True while the eager tree does more than the twin."""
+        """True while the eager tree does more than the twin, or otherwise: the twin is a copy
+        made at install, so a padding mode or attention processor set on the eager tree since
+        (seamless tiling, an IP-Adapter) is not in it."""
         module, model = self._module(), self._model()
-        return module is not None and model is not None and runs_more_than_its_graph(module, model)
+        if module is None or model is None:
+            return False
+        return (
+            runs_more_than_its_graph(module, model)
+            or self._python_side.state() != self._as_installed
+        )
 
     def warm(self, key: CallKey) -> None:
         """Compile and run the twin once for ``key`` (on the compile thread)."""
@@ -361,6 +372,43 @@ def runs_more_than_its_graph(module: torch.nn.Module, model: torch.nn.Module | N
     fast mode's cache, accelerate's offload)."""
     adapters = bool(getattr(module if model is None else model, "peft_config", None))
     return adapters or bool(module._forward_pre_hooks or module._forward_hooks)
+
+
+@dataclass
+class PythonSide:
+    """What a graph made of a module (a compiled twin, a CUDA graph) freezes of it besides its
+    weights, all decided in Python: attention processors (an IP-Adapter swaps them),
+    convolution padding (seamless tiling makes it circular), blocks with a forward or hooks of
+    their own (fast mode's cache). A call whose module's ``state`` differs from the one it had
+    when the graph was made runs eager."""
+
+    attention: list[Attention]
+    padded: list[torch.nn.Conv2d]
+    blocks: list[torch.nn.Module]
+
+    @classmethod
+    def of(cls, module: torch.nn.Module) -> PythonSide:
+        named = list(module.named_modules())[1:]
+        parts = [part for _, part in named]
+        return cls(
+            attention=[m for m in parts if isinstance(m, Attention)],
+            padded=[m for m in parts if isinstance(m, torch.nn.Conv2d) and m.padding != (0, 0)],
+            # The module's parts and blocks (``down_blocks.0``), where fast mode's cache puts
+            # forwards of its own; deeper parts are not looked at (a check on every call).
+            blocks=[part for name, part in named if name.count(".") <= 1],
+        )
+
+    def state(self) -> tuple[Any, ...]:
+        return (
+            # Processors compare by identity: an IP-Adapter puts the UNet's own ones back.
+            tuple(attention.processor for attention in self.attention),
+            tuple(conv.padding_mode for conv in self.padded),
+            tuple(
+                "forward" in block.__dict__
+                or bool(block._forward_hooks or block._forward_pre_hooks)
+                for block in self.blocks
+            ),
+        )
 
 
 def _fused_twin(module: torch.nn.Module) -> torch.nn.Module:

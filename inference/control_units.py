@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.names import as_typed
-from inference.not_installed import not_installed
+from inference.not_installed import NotInstalled, not_installed
 from inference.registry import SIDECAR_SUFFIX, ModelRegistry, loaded_weights
 from inference.types import RenderInputError, RenderRequest
 
@@ -202,7 +202,7 @@ def unknown_controlnet(name: str, installed: Collection[str]) -> RenderInputErro
     ``bot.policy.addons`` names those allowed there); the operator's log names them all, not
     the name asked (a member's words)."""
     log.warning("unknown ControlNet asked for; installed: %s", ", ".join(sorted(installed)))
-    return RenderInputError(f"unknown ControlNet model {name!r}: it is not installed here")
+    return NotInstalled(f"unknown ControlNet model {name!r}: it is not installed here")
 
 
 def control_infotext(index: int, unit: ControlUnit, model_label: str) -> dict[str, str]:

@@ -34,6 +34,7 @@ from inference.control_units import (
 )
 from inference.file_versions import FileStamp, file_stamp
 from inference.images import load_input_image
+from inference.owned_weights import own_weights
 from inference.preprocessors import control_map
 from inference.registry import SIDECAR_SUFFIX, ModelRegistry
 from inference.types import ALLOWED_CONTROLNETS_OPTION, RenderInputError, RenderRequest
@@ -222,6 +223,7 @@ class ControlNetCache:
             model = self._loaded.get(key) or wanted.get(key)
             if model is None:
                 model = load_controlnet(path, dtype).to(device)
+                own_weights(model)  # on the CPU, out of the file's mapped pages
             wanted[key] = model
             picture = load_input_image(unit.image, "control image")
             controlnets.append(

@@ -56,10 +56,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from diffusers.models.attention_processor import Attention
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
-from inference.compile import UNET_ROWS, CallKey, call_key, runs_more_than_its_graph, tensor_specs
+from inference.compile import (
+    UNET_ROWS,
+    CallKey,
+    PythonSide,
+    call_key,
+    runs_more_than_its_graph,
+    tensor_specs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,39 +203,6 @@ class _Graph:
         leaves, spec = tree_flatten(self.outputs)
         cloned = [leaf.clone() if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]
         return tree_unflatten(cloned, spec)
-
-
-@dataclass
-class PythonSide:
-    """What a graph freezes of the UNet besides its weights (module docstring)."""
-
-    attention: list[Attention]
-    padded: list[torch.nn.Conv2d]
-    blocks: list[torch.nn.Module]
-
-    @classmethod
-    def of(cls, module: torch.nn.Module) -> PythonSide:
-        named = list(module.named_modules())[1:]
-        parts = [part for _, part in named]
-        return cls(
-            attention=[m for m in parts if isinstance(m, Attention)],
-            padded=[m for m in parts if isinstance(m, torch.nn.Conv2d) and m.padding != (0, 0)],
-            # The UNet's parts and blocks (``down_blocks.0``), where fast mode's cache puts
-            # forwards of its own; deeper parts are not looked at (a check on every call).
-            blocks=[part for name, part in named if name.count(".") <= 1],
-        )
-
-    def state(self) -> tuple[Any, ...]:
-        return (
-            # Processors compare by identity: an IP-Adapter puts the UNet's own ones back.
-            tuple(attention.processor for attention in self.attention),
-            tuple(conv.padding_mode for conv in self.padded),
-            tuple(
-                "forward" in block.__dict__
-                or bool(block._forward_hooks or block._forward_pre_hooks)
-                for block in self.blocks
-            ),
-        )
 
 
 def _agree(replayed: Any, reference: Any) -> bool:

@@ -77,6 +77,8 @@ class Captioner:
             import transformers.utils.logging
             from transformers import BlipForConditionalGeneration, BlipProcessor
 
+            from inference.owned_weights import own_weights
+
             through_process_logs(transformers.utils.logging)
 
             if (problem := captioner_problem(self.folder)) is not None:
@@ -85,6 +87,7 @@ class Captioner:
             model = BlipForConditionalGeneration.from_pretrained(
                 self.folder, local_files_only=True
             ).eval()
+            own_weights(model)  # out of the file's mapped pages: a ``cp`` over it ends nothing
             self._loaded = processor, model
         return self._loaded
 

@@ -64,6 +64,7 @@ from inference.quantization import Quantize, quantize_problem
 from inference.registry import ModelEntry, ModelRegistry
 from inference.sizes import with_default_size
 from inference.types import (
+    BlankPicture,
     PartlyRendered,
     ProgressCallback,
     RenderedImage,
@@ -356,7 +357,11 @@ class Engine:
         first = 0  # the index of the request's first picture among the batch's
         for index, jobs in enumerate(jobs_per_request):
             blank_jobs = [job for row, job in enumerate(jobs, first) if row in blank.rows]
-            if blank_jobs:
+            rows = range(first, first + len(jobs))
+            said = [blank.failures[row] for row in rows if row in blank.failures]
+            if said:  # a later pass's own reason (a face restorer's blank output)
+                failures[index] = said[0]
+            elif blank_jobs:
                 failures[index] = blank_pictures(blank_jobs, self.dtype)
             else:
                 results[index] = images[first : first + len(jobs)]
@@ -371,11 +376,20 @@ class Engine:
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> list[list[RenderedImage]]:
-        """Each request as its own render, in order; its reports are its own alone."""
-        return [
-            self.render(request, for_request(progress, index), cancel)
-            for index, request in enumerate(requests)
-        ]
+        """Each request as its own render, in order; its reports are its own alone. Of
+        several, one whose picture came out blank fails alone (``PartlyRendered``)."""
+        if len(requests) == 1:
+            return [self.render(requests[0], for_request(progress, 0), cancel)]
+        results: dict[int, list[RenderedImage]] = {}
+        failures: dict[int, RenderFailed] = {}
+        for index, request in enumerate(requests):
+            try:
+                results[index] = self.render(request, for_request(progress, index), cancel)
+            except BlankPicture as failure:
+                failures[index] = failure
+        if failures:
+            raise PartlyRendered(results, failures)
+        return list(results.values())
 
     def _render_comparison(
         self,
@@ -498,6 +512,9 @@ class Engine:
             rendered.update(zip(indices, images, strict=True))
             if blank is not None and set_aside is not None:  # by their index in ``jobs``
                 blank.rows.update(indices[row] for row in set_aside.rows)
+                blank.failures.update(
+                    (indices[row], failure) for row, failure in set_aside.failures.items()
+                )
         return [rendered[index] for index in range(len(jobs))]
 
 

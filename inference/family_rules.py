@@ -46,9 +46,14 @@ CREATIVE_UPSCALE = "the creative upscale (img2img in tiles)"
 _SD3_SIZES = (FLOW_FAMILY_NAMES["sd35-large"], FLOW_FAMILY_NAMES["sd35-medium"])
 
 
-class SamplerNotTaken(RenderInputError):
-    """A sampler the flow family lacks (``flow_sampler``), told apart from the other refusals:
-    a sampler the member saved, not typed, is refused naming where it is kept."""
+class FlowRefusal(RenderInputError):
+    """What a flow family cannot take (``feature``: "sampler", "clip skip", "ControlNet"...),
+    told apart from the other refusals: a sampler or clip skip the member saved, not typed,
+    is refused naming where it is kept."""
+
+    def __init__(self, message: str, feature: str) -> None:
+        super().__init__(message)
+        self.feature = feature
 
 
 def rules_label(family: str) -> str:
@@ -64,16 +69,17 @@ def flow_sampler(label: str, name: str) -> tuple[str, str | None]:
         return FLOW_EULER, f"{label} has no Euler a (flow matching); rendered with Euler"
     samplers = FLOW_SAMPLERS[label]
     if name not in samplers:
-        raise SamplerNotTaken(
+        raise FlowRefusal(
             f"the {name} sampler does not work with {label} models; choose one of: "
-            f"{', '.join(samplers)}"
+            f"{', '.join(samplers)}",
+            "sampler",
         )
     return name, None
 
 
-def flow_refusal(label: str, what: str) -> RenderInputError:
+def flow_refusal(label: str, what: str) -> FlowRefusal:
     """``what`` (a feature) refused for the flow-matching family ``label`` (Flux dev...)."""
-    return RenderInputError(f"{what} does not work with {label} models here")
+    return FlowRefusal(f"{what} does not work with {label} models here", what)
 
 
 def check_flow_request(label: str, request: RenderRequest) -> None:

@@ -3,11 +3,14 @@ once per process.
 
 An SDXL checkpoint takes about 9 s to hash, so a digest is kept in this process's memory and in
 ``EASEL_DATA_DIR/model-hashes.json`` (written there, not in the models folder, which Docker
-mounts read-only), by the file's resolved path, size, modification time, inode and change
-time: a file replaced under the same name is hashed again, even one copied with its
-modification time kept (``cp -p``, ``rsync -a``: every SDXL fp16 checkpoint has the same size).
-The cache the models folder held before (``.easel-hashes.json``, by size and modification time)
-is still read for the files the data folder's does not know yet. Pure Python (no torch).
+mounts read-only), by the file's resolved path and version (``file_versions.file_stamp``:
+device, inode, modification and change times, size), as the model cache keeps what it loaded:
+a file replaced under the same name is hashed again, even one copied with its modification
+time kept (``cp -p``, ``rsync -a``: every SDXL fp16 checkpoint has the same size). Entries that
+earlier versions wrote there (by size, modification time in seconds, inode and change time) are
+still honoured, and the cache the models folder held before (``.easel-hashes.json``, by size
+and modification time) is still read for the files the data folder's does not know yet. Pure
+Python (no torch).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import os
 import threading
 from pathlib import Path
 
+from inference.file_versions import Stamp, stamp_of
+
 log = logging.getLogger(__name__)
 
 # In EASEL_DATA_DIR: the digests this process and earlier ones computed.
@@ -29,8 +34,8 @@ MODELS_FOLDER_HASHES_FILE = ".easel-hashes.json"
 _TENSORS_ONLY = "#tensors"
 _CHUNK = 1 << 20
 
-# (resolved path, size, mtime, inode, ctime in ns): the file as it was hashed.
-_Key = tuple[str, int, float, int, int]
+# (resolved path, its stamp): the file as it was hashed.
+_Key = tuple[str, Stamp]
 # Every registry of the process shares these: the bot's (/use-settings), each device's engine.
 _known: dict[_Key, str] = {}
 _lock = threading.Lock()
@@ -97,15 +102,15 @@ def _recalled(
     """The key of ``file`` as it is now, and its digest from memory or a cache file (kept in
     memory, and in ``hashes_file`` when it came from the models folder's), else None."""
     stat = file.stat()
-    key = (resolved, stat.st_size, stat.st_mtime, stat.st_ino, stat.st_ctime_ns)
+    key = (resolved, stamp_of(stat))
     known = _known.get(key)
     if known is not None:
         return key, known
     kept = {} if hashes_file is None else _read(hashes_file)
-    digest = _kept(key, kept)
+    digest = _kept(key, stat, kept)
     # The models folder's cache, for the files the data folder's does not know yet.
     if digest is None and resolved not in kept:
-        digest = _kept_before(key, _read(models_dir / MODELS_FOLDER_HASHES_FILE))
+        digest = _kept_before(resolved, stat, _read(models_dir / MODELS_FOLDER_HASHES_FILE))
         if digest is not None and hashes_file is not None:
             _store(hashes_file, key, digest)
     if digest is not None:
@@ -190,23 +195,35 @@ def _tensors_digest(file: Path) -> str:
 
 
 def _entry(key: _Key, digest: str) -> dict[str, object]:
-    _, size, mtime, inode, ctime_ns = key
-    return {"size": size, "mtime": mtime, "ino": inode, "ctime_ns": ctime_ns, "sha256": digest}
+    return {"stamp": list(key[1]), "sha256": digest}
 
 
-def _kept(key: _Key, cache: dict[str, object]) -> str | None:
-    """The digest the data folder's ``cache`` holds for the file as ``key`` describes it."""
+def _entry_before(stat: os.stat_result, digest: str) -> dict[str, object]:
+    """The entry earlier versions wrote for the file as ``stat`` finds it."""
+    return {
+        "size": stat.st_size,
+        "mtime": stat.st_mtime,
+        "ino": stat.st_ino,
+        "ctime_ns": stat.st_ctime_ns,
+        "sha256": digest,
+    }
+
+
+def _kept(key: _Key, stat: os.stat_result, cache: dict[str, object]) -> str | None:
+    """The digest the data folder's ``cache`` holds for the file as ``key`` (and ``stat``, for
+    an entry of an earlier version's) describes it."""
     entry = cache.get(key[0])
-    if isinstance(entry, dict) and entry == _entry(key, str(entry.get("sha256"))):
-        return str(entry["sha256"])
-    return None
+    if not isinstance(entry, dict):
+        return None
+    digest = str(entry.get("sha256"))
+    return digest if entry in (_entry(key, digest), _entry_before(stat, digest)) else None
 
 
-def _kept_before(key: _Key, cache: dict[str, object]) -> str | None:
-    """The digest the models folder's old ``cache`` holds for the file (same size and mtime:
-    all it recorded)."""
-    path, size, mtime, _, _ = key
+def _kept_before(path: str, stat: os.stat_result, cache: dict[str, object]) -> str | None:
+    """The digest the models folder's old ``cache`` holds for the file at ``path`` (same size
+    and mtime: all it recorded)."""
     entry = cache.get(path)
+    size, mtime = stat.st_size, stat.st_mtime
     if isinstance(entry, dict) and (entry.get("size"), entry.get("mtime")) == (size, mtime):
         digest = entry.get("sha256")
         if isinstance(digest, str):

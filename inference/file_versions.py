@@ -1,4 +1,4 @@
-"""What was read from a file, kept for the file's version (mtime, size): the registry's
+"""What was read from a file, kept for the file's version (``FileStamp``): the registry's
 completeness checks (``safetensors_problem``, ``pickle_problem``, ``gguf_problem``) are asked
 about every add-on file again and again. One entry per path, replaced when the file changes and
 dropped when the registry no longer lists it (``forget_files``): bounded by the files there are,
@@ -31,15 +31,20 @@ log = logging.getLogger(__name__)
 # (ns), size. A file replaced under its name (``mv``, ``os.replace``, a symbolic link moved)
 # has another inode; one written in place another size or mtime, and, even copied with its
 # mtime kept (``cp -p``, ``rsync -a``), another change time. None: missing or unreadable.
-FileStamp = tuple[int, int, int, int, int] | None
+Stamp = tuple[int, int, int, int, int]
+FileStamp = Stamp | None
 
 
 def file_stamp(path: Path) -> FileStamp:
     """``path``'s version now (links followed): one ``stat``."""
     try:
-        stat = path.stat()
+        return stamp_of(path.stat())
     except OSError:
         return None
+
+
+def stamp_of(stat: os.stat_result) -> Stamp:
+    """The version of the file ``stat`` describes (``FileStamp``)."""
     return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size
 
 
@@ -52,19 +57,20 @@ class PerFileVersion(Generic[Value]):
 
     def __init__(self, read: Callable[[Path, int], Value]) -> None:
         self._read = read
-        self._kept: dict[Path, tuple[int, int, Value]] = {}
+        self._kept: dict[Path, tuple[Stamp, Value]] = {}
         _ALL.append(self)
 
     def __call__(self, path: Path, stat: os.stat_result) -> Value:
-        """The value for the file at ``path`` as ``stat`` found it (read again once it changed)."""
+        """The value for the file at ``path`` as ``stat`` found it (read again once its
+        ``FileStamp`` changed: even a file copied over with its size and mtime kept)."""
         kept = self._kept.get(path)
-        if kept is not None and kept[:2] == (stat.st_mtime_ns, stat.st_size):
-            return kept[2]
+        if kept is not None and kept[0] == stamp_of(stat):
+            return kept[1]
         return self.keep(path, stat, self._read(path, stat.st_size))
 
     def keep(self, path: Path, stat: os.stat_result, value: Value) -> Value:
         """Keep ``value`` for the file at ``path`` as ``stat`` found it, and give it."""
-        self._kept[path] = (stat.st_mtime_ns, stat.st_size, value)
+        self._kept[path] = (stamp_of(stat), value)
         return value
 
     def forget(self, paths: Iterable[Path]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from inference.metadata import (
     tensor_family,
 )
 from inference.names import as_typed
-from inference.not_installed import not_installed
+from inference.not_installed import NotInstalled, not_installed
 from inference.registry import ModelEntry, ModelRegistry, loaded_weights
 from inference.types import RenderInputError, RenderRequest
 
@@ -146,6 +146,11 @@ def no_adapter(models_dir: Path) -> RenderInputError:
     return not_installed("IP-Adapter", adapter_install_hint(models_dir))
 
 
+def unknown_adapter(name: str, installed: Collection[str]) -> NotInstalled:
+    """An image prompt names an IP-Adapter not installed here (another machine may have it)."""
+    return NotInstalled(f"unknown IP-Adapter {name!r}; available: {', '.join(sorted(installed))}")
+
+
 def check_image_prompt_models(prompt: ImagePrompt | None, registry: ModelRegistry) -> None:
     """Refuse an image prompt whose adapter or image encoder is not installed, or not whole
     yet."""
@@ -155,9 +160,7 @@ def check_image_prompt_models(prompt: ImagePrompt | None, registry: ModelRegistr
     if not installed:
         raise no_adapter(registry.models_dir)
     if prompt.model is not None and prompt.model not in installed:
-        raise RenderInputError(
-            f"unknown IP-Adapter {prompt.model!r}; available: {', '.join(sorted(installed))}"
-        )
+        raise unknown_adapter(prompt.model, installed)
     for path in [installed[prompt.model]] if prompt.model else installed.values():
         if not (image_encoder_folder(path) / "config.json").is_file():
             raise not_installed(
@@ -257,9 +260,7 @@ def choose_adapter(prompt: ImagePrompt, registry: ModelRegistry, width: int) -> 
             )
         return fitting[0], installed[fitting[0]]
     if prompt.model not in installed:
-        raise RenderInputError(
-            f"unknown IP-Adapter {prompt.model!r}; available: {', '.join(sorted(installed))}"
-        )
+        raise unknown_adapter(prompt.model, installed)
     path = installed[prompt.model]
     fits = adapter_text_width(path)
     if fits is None:

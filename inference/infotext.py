@@ -40,6 +40,9 @@ NEGATIVE_PREFIX = "Negative prompt:"
 PNG_TEXT_KEY = "parameters"
 PROMPT_WARNINGS = "Prompt warnings"
 VERSION = "Version"
+CFG_SCALE = "CFG scale"
+# Flux dev's guidance, as Forge writes it (its ``CFG scale`` is 1: no true CFG runs).
+DISTILLED_CFG_SCALE = "Distilled CFG Scale"
 # Keys only Easel's own render writes (``inference.passes.output``): what it said about reading
 # this render's prompt, and which Easel made it. Read off an input picture, they are whoever
 # made that picture's text, and a result posts its warnings as Easel's notes.
@@ -105,6 +108,33 @@ def sampler_and_schedule(params: Mapping[str, object]) -> tuple[str, str] | None
     label = canonical_schedule_type(schedule)
     scheduler_spec(canonical, label)  # a schedule this sampler cannot take is refused
     return canonical, label
+
+
+def asks_for_sampler(params: Mapping[str, object], sampler: str, schedule_type: str) -> bool:
+    """Whether ``params`` (``Sampler`` and ``Schedule type``, ``sampler_and_schedule``) ask
+    for ``sampler`` with ``schedule_type``, compared as the web UI writes them (``DPM++ 2M
+    Karras`` is ``DPM++ 2M`` with ``Karras``); one unknown here, or none, does not."""
+    try:
+        named = sampler_and_schedule(params)
+    except RenderInputError:
+        return False
+    return named is not None and web_ui_sampler_fields(*named) == web_ui_sampler_fields(
+        sampler, schedule_type
+    )
+
+
+def guidance_of(
+    params: Mapping[str, InfotextValue], *, distilled_model: bool
+) -> InfotextValue | None:
+    """The guidance a picture's text asks for, as Easel's CFG on the model rendering it:
+    its ``Distilled CFG Scale`` where that model takes distilled guidance (a flow model:
+    ``distilled_model``) or where its ``CFG scale`` is missing, 1 (no true CFG: Forge's Flux,
+    Easel's since) or equal to it (Easel's older Flux text); else its ``CFG scale``, the true
+    CFG an SD model runs."""
+    true_cfg, distilled = params.get(CFG_SCALE), params.get(DISTILLED_CFG_SCALE)
+    if distilled is not None and (distilled_model or true_cfg in (None, 1, distilled)):
+        return distilled
+    return true_cfg
 
 
 def described_sampler(params: Mapping[str, object]) -> str:
@@ -261,8 +291,11 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, InfotextValue]]:
     quoted value cannot be read (the only error it raises).
 
     Also reads one pasted on a single line (Discord's text options drop line breaks):
-    ``prompt Negative prompt: negative Steps: 20, Sampler: ...``."""
+    ``prompt Negative prompt: negative Steps: 20, Sampler: ...``. Only such a text is split
+    within a line: one with line breaks keeps a prompt holding those words whole, as the web
+    UI reads it (its negative starts a line)."""
     lines = text.strip().split("\n")
+    one_line = len(lines) == 1
     whole_line = parse_parameters(lines[-1]) or {}
     inside = _parameters_inside(lines[-1])
     params: dict[str, InfotextValue] = {}
@@ -281,7 +314,7 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, InfotextValue]]:
         lines, params = lines[:-1], whole_line
     elif inside is not None:
         lines[-1], params = inside
-    if len(lines) == 1 and (at := lines[0].find(f" {NEGATIVE_PREFIX}")) > 0:
+    if one_line and len(lines) == 1 and (at := lines[0].find(f" {NEGATIVE_PREFIX}")) > 0:
         lines = [lines[0][:at], lines[0][at + 1 :]]
     for index, line in enumerate(lines):
         if line.startswith(NEGATIVE_PREFIX):

@@ -40,6 +40,7 @@ from inference.image_prompts import (
     image_prompt_infotext,
 )
 from inference.images import load_input_image
+from inference.owned_weights import own_weights
 from inference.registry import ModelRegistry, loaded_weights
 from inference.types import RenderInputError, RenderRequest
 
@@ -258,7 +259,8 @@ class ImagePromptCache:
             processor = CLIPImageProcessor(
                 size={"shortest_edge": size}, crop_size={"height": size, "width": size}
             )
-            encoder = _Encoder(model.to(device).eval(), processor)
+            own_weights(model.to(device))  # on the CPU, out of the file's mapped pages
+            encoder = _Encoder(model.eval(), processor)
         self._encoders = {key: encoder}
         return encoder
 

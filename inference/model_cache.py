@@ -6,8 +6,8 @@ engine has a compiler (``inference.compile``).
 Each model and VAE override is kept with its files' versions (``file_versions.file_stamp``)
 and the hash of the weights loaded: one replaced under its name is loaded again at its next
 use (a ``stat`` per file and job), and the infotext gives the hash of what rendered. A
-diffusers folder is judged by the folder and its denoiser's weights only: a VAE or text
-encoder rewritten inside it alone is not seen (``stamped_files``).
+diffusers folder is judged by the folder and each weight file its components load: a VAE or
+text encoder replaced inside it alone is loaded again too (``stamped_files``).
 """
 
 from __future__ import annotations
@@ -45,9 +45,16 @@ from inference.memory import DEFAULT_NATIVE_SIDE, VAE_SCALE, sample_size
 from inference.metadata import checkpoint_family
 from inference.model_upscale import SpandrelModel, TileDone, load_upscaler, model_upscale
 from inference.networks import load_vae
+from inference.owned_weights import own_weights
 from inference.preview import LatentPreviewer
 from inference.quantization import Quantize, gguf_denoiser, quantize_denoiser, tensor_bytes
-from inference.registry import SIDECAR_SUFFIX, ModelEntry, ModelRegistry, stat_and_problem
+from inference.registry import (
+    SIDECAR_SUFFIX,
+    ModelEntry,
+    ModelRegistry,
+    entry_weights,
+    stat_and_problem,
+)
 from inference.types import RenderFailed
 from inference.upscale import lanczos_upscale
 
@@ -73,8 +80,11 @@ _METADATA_FIELDS = frozenset({"device", "inode", "change time"})
 def stamped_files(entry: ModelEntry) -> tuple[Path, ...]:
     """The files whose versions say which weights ``entry`` loads: its file or folder (links
     followed: a folder swapped by a link), the file its hash is of (a diffusers folder's
-    denoiser weights), and a single file's sidecar config folder (one added or removed)."""
-    files = [entry.path, entry.hashed_file]
+    denoiser weights), the other weight files its load reads (``entry_weights``: a diffusers
+    folder's VAE and text encoders, a split release's T5, CLIP and VAE files), and a single
+    file's sidecar config folder (one added or removed). Listed as the model loads; each job
+    then stats them."""
+    files = [entry.path, entry.hashed_file, *entry_weights(entry)]
     if entry.format != "diffusers":
         files.append(entry.path.with_name(entry.path.stem + SIDECAR_SUFFIX))
     return tuple(dict.fromkeys(files))
@@ -350,6 +360,11 @@ class ModelCache:
             pipeline.enable_model_cpu_offload(device=self.device)
         else:
             pipeline.to(self.device)
+        # Weights left on the host (the CPU engine, offload) are the file's pages until copied:
+        # the file overwritten in place would end the process (``inference.owned_weights``).
+        for component in pipeline.components.values():
+            if isinstance(component, torch.nn.Module):
+                own_weights(component)
         # No channels_last: with it, the eager engine ran SD1.5 at 0.70x plain diffusers' steps/s
         # on an H200 (torch 2.11), and CUDA GroupNorm there gives NCHW outputs for NHWC inputs
         # (pytorch#111824), so every norm converts layouts and back. How much of the gap that

@@ -30,7 +30,7 @@ from inference.file_versions import FileStamp, file_stamp
 from inference.pickles import load_pickled_weights
 from inference.registry import NO_LONGER_INSTALLED, UPSCALER_PICKLE_SUFFIXES
 from inference.tiles import TileBlender, tile_spans
-from inference.types import RenderCancelled, RenderFailed, RenderInputError
+from inference.types import BlankPicture, RenderCancelled, RenderInputError
 
 # Input pixels per tile side: a 4x model's 256x256 tile is a 1024x1024 output in memory.
 DEFAULT_TILE = 256
@@ -58,10 +58,10 @@ class SpandrelModel:
 
     def finite(self, pixels: np.ndarray, kind: str) -> np.ndarray:
         """``pixels``, this model's output, unless they hold not-a-number or infinite values
-        (a picture would show them black): then ``RenderFailed`` naming this ``kind`` of
+        (a picture would show them black): then ``BlankPicture`` naming this ``kind`` of
         model."""
         if not np.isfinite(pixels).all():
-            raise RenderFailed(
+            raise BlankPicture(
                 f"{kind} {self.name!r} ({self.path.name}) gave not-a-number or infinite "
                 f"values, a blank picture: its file may be broken; try another {kind}, or ask "
                 "an admin to check it"

@@ -8,7 +8,16 @@ journaled queued jobs and old results' requests (🔄, Remix, Vary) still carry 
 
 from __future__ import annotations
 
-from inference import compare, control_units, face_options, image_prompts, images, outpaint, types
+from inference import (
+    compare,
+    control_units,
+    face_options,
+    image_prompts,
+    images,
+    outpaint,
+    prompt_work,
+    types,
+)
 from inference.prompts import wildcards
 
 OPTION_NAMES = frozenset(
@@ -22,6 +31,7 @@ OPTION_NAMES = frozenset(
         types.USED_EMBEDDINGS_OPTION,
         wildcards.WILDCARD_DRAWS_OPTION,
         compare.COMPARE_OPTION,
+        prompt_work.PROMPT_WORK_OPTION,
         # Pictures that guide a render.
         control_units.OPTION_KEY,
         image_prompts.OPTION_KEY,

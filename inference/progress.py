@@ -180,6 +180,11 @@ class StepTracker:
         self.finished_steps = 0
         self.pass_steps = 0
 
+    @property
+    def steps_run(self) -> int:
+        """The denoising steps run so far, over every pass."""
+        return self.finished_steps + self.pass_steps
+
     def begin_pass(self) -> None:
         self.finished_steps += self.pass_steps
         self.pass_steps = 0

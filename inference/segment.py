@@ -53,10 +53,13 @@ def load_segmenter(directory: Path) -> tuple[CLIPSegProcessor, CLIPSegForImageSe
     import transformers.utils.logging
     from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
+    from inference.owned_weights import own_weights
+
     through_process_logs(transformers.utils.logging)
 
     processor = CLIPSegProcessor.from_pretrained(directory, local_files_only=True)
     model = CLIPSegForImageSegmentation.from_pretrained(directory, local_files_only=True)
+    own_weights(model)  # out of the file's mapped pages: a ``cp`` over it ends nothing
     return processor, model.eval()
 
 

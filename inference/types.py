@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from inference.lora_batching import lora_batch_key
+from inference.prompt_work import PromptWork
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -156,8 +157,18 @@ class RenderRequest:
 
     def batch_key(self) -> tuple[object, ...]:
         """Requests the queue may batch: one pipeline call and the same LoRAs (the engine
-        would otherwise split the call by LoRA set, loading each in turn)."""
-        return (*self.pipeline_key(), lora_batch_key(self.prompt))
+        would otherwise split the call by LoRA set, loading each in turn), their prompts of
+        one band of work (``PromptWork.band``: rows and key length a picture)."""
+        return (
+            *self.pipeline_key(),
+            lora_batch_key(self.prompt),
+            PromptWork.of(self.options).band(),
+        )
+
+
+def steps_run(images: Iterable[RenderedImage]) -> int:
+    """The denoising steps a render of ``images`` ran on its device (0: not known)."""
+    return sum(image.steps_run for image in images)
 
 
 def utf8_json(value: object) -> bytes:
@@ -185,6 +196,10 @@ class RenderedImage:
     # The pixels, so a grid of several pictures is composed without decoding their PNGs
     # (None where only the PNG crossed a wire).
     picture: Image.Image | None = field(default=None, repr=False, compare=False)
+    # The denoising steps the device ran for the pipeline call that made it, on the call's
+    # first picture (its others were made in the same steps: 0), so a render's pictures add
+    # up to its device's steps (``steps_run``); 0 where only the PNG crossed a wire.
+    steps_run: int = field(default=0, compare=False)
 
     @property
     def png(self) -> bytes:
@@ -234,6 +249,12 @@ class RenderInputError(ValueError):
 
 class RenderFailed(Exception):
     """A render failed for a reason worth telling the member as it is (no traceback needed)."""
+
+
+class BlankPicture(RenderFailed):
+    """A picture came out blank (not-a-number or infinite values), from a pass or a model of
+    its own job's: in a shared batch that job fails alone (``PartlyRendered``), its partners'
+    pictures are kept; alone it would come out blank again."""
 
 
 class PartlyRendered(Exception):

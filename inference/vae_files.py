@@ -9,6 +9,7 @@ from pathlib import Path
 
 from inference.metadata import vae_latent_channels
 from inference.names import as_typed
+from inference.not_installed import NotInstalled
 from inference.registry import NO_LONGER_INSTALLED, ModelRegistry
 from inference.types import RenderInputError, RenderRequest
 
@@ -37,7 +38,7 @@ def vae_file(
         # A server may allow some VAEs only: the member's error names none (as for models),
         # the operator's log names them all, not the name asked (a member's words).
         log.warning("unknown VAE asked for; installed: %s", ", ".join(sorted(files)))
-        raise RenderInputError(f"unknown VAE {name!r}: it is not installed on this device")
+        raise NotInstalled(f"unknown VAE {name!r}: it is not installed on this device")
     if latent_channels is None:
         return path
     try:

@@ -16,6 +16,7 @@ from hypothesis import settings
 
 from db.database import connect
 from tests.fake_discord.fixtures import fake_discord
+from tests.support.discord_retries import short_webhook_server_error_waits
 from tests.support.tokenizers import share_clip_tokenizers
 
 # torch's OpenMP threads spin while they wait for work, by default: beside another busy thread
@@ -51,6 +52,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     while _undo_shared_tokenizers:
         _undo_shared_tokenizers.pop()()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def short_server_error_waits() -> Iterator[None]:
+    """discord.py's 25 s of waits on a webhook call the fake fails with a 5xx, cut to 0.25 s
+    (tests/support/discord_retries.py): the tries are kept, and 429 waits and an interaction's
+    first response's waits are real."""
+    with short_webhook_server_error_waits():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -23,4 +23,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     early_stop = EarlyStop() if serving else None
     from bot.cli.main import main as command_line
 
-    return command_line(arguments, early_stop=early_stop)
+    return command_line(arguments, early_stop=early_stop, own_process=True)

@@ -23,7 +23,7 @@ from bot.cli.control import (
 )
 from bot.cli.entry import SERVING_COMMANDS
 from bot.logging_setup import install_logging
-from bot.process_end import SETTINGS_EXIT_STATUS, EarlyStop
+from bot.process_end import SETTINGS_EXIT_STATUS, EarlyStop, turn_off_core_dumps
 from bot.redaction import redact_url
 from bot.requests import Defaults, ImagineOptions, RequestError, build_request, resolve_seed
 from bot.settings import Settings, SettingsError, load_settings, warn_of_unknown_settings
@@ -766,12 +766,21 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 }
 
 
-def main(argv: Sequence[str] | None = None, *, early_stop: EarlyStop | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    early_stop: EarlyStop | None = None,
+    own_process: bool = False,
+) -> int:
     """``early_stop``: ``easel run``'s or ``easel worker``'s, heard since the process began
-    (``bot.cli.entry``); without it, they hear a stop signal from their command on."""
+    (``bot.cli.entry``); without it, they hear a stop signal from their command on.
+    ``own_process``: the process is easel's (its entry points'), not a caller's that runs a
+    command in it (a test's): ``easel run`` and ``easel worker`` set its limits (no core
+    dumps, ``turn_off_core_dumps``), which last as long as it does."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.early_stop = early_stop
+    args.own_process = own_process
     if args.command == "render" and args.prompt is None and args.infotext is None:
         parser.error("the following arguments are required: prompt (or --infotext)")
     try:
@@ -806,6 +815,8 @@ def _run(args: argparse.Namespace) -> int:
             raise
         settings = load_settings(as_defaults=error.malformed)
         malformed = tuple(error.malformed.values())
+    if args.command in SERVING_COMMANDS and args.own_process:
+        turn_off_core_dumps(keep=settings.keep_core_dumps)  # at once: the token is read
     # The long-running commands log as EASEL_LOG_FORMAT says; the others print what they found.
     if args.command not in SERVING_COMMANDS:
         if not logging.getLogger().handlers:
@@ -821,4 +832,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

@@ -33,12 +33,7 @@ def restore(backup: Path, settings: Settings) -> str:
         staged_copy,
     )
     from bot.single_instance import DataDirInUse, hold_data_dir
-    from db.backups import (
-        BESIDE_A_DATABASE,
-        BackupUnusable,
-        copy_checked,
-        jobs_held,
-    )
+    from db.backups import BackupUnusable, copy_checked, files_beside, jobs_held
 
     database = settings.database_path
     if not backup.is_file():
@@ -80,7 +75,7 @@ def restore(backup: Path, settings: Settings) -> str:
                 unread = _keep_copy_whole(database, replaced)
             except OSError as error:
                 if not swapping:  # no earlier restore's copy: one half made is no copy
-                    for path in (replaced, *(Path(f"{replaced}{x}") for x in BESIDE_A_DATABASE)):
+                    for path in (replaced, *files_beside(replaced)):
                         path.unlink(missing_ok=True)
                 left = f"; {replaced} is as it was" if swapping else ""
                 raise RestoreRefused(
@@ -97,13 +92,13 @@ def restore(backup: Path, settings: Settings) -> str:
         # Marked first: a stop between the two then ends the replaced database's jobs at the
         # next start (the operator was replacing it), never renders the backup's again.
         mark_restored(settings.data_dir)
-        for suffix in BESIDE_A_DATABASE:
-            database.with_name(f"{database.name}{suffix}").unlink(missing_ok=True)
+        for path in files_beside(database):
+            path.unlink(missing_ok=True)
         staged.replace(database)
     finally:
         if staged == putting_back_copy(database) and staged.exists():
-            for suffix in BESIDE_A_DATABASE:  # staged took them in: one left is the live one's
-                Path(f"{replaced}{suffix}").unlink(missing_ok=True)
+            for path in files_beside(replaced):  # staged took them in: one left is the live one's
+                path.unlink(missing_ok=True)
             staged.replace(replaced)  # cut short: the earlier database back where it was
         staged.unlink(missing_ok=True)
         lock.release()
@@ -119,16 +114,17 @@ def _keep_copy_whole(database: Path, to: Path) -> str | None:
     """``keep_copy`` to ``to`` whole, or ``to`` left as it was: written under a temporary name
     beside it, put on disk, then renamed over it (``to`` may be the backup being restored)."""
     from bot.on_disk import put_on_disk
-    from db.backups import BESIDE_A_DATABASE, keep_copy
+    from bot.restores import being_written
+    from db.backups import files_beside, keep_copy
 
-    writing = to.with_name(f"{to.name}.new")
-    beside = [Path(f"{writing}{suffix}") for suffix in BESIDE_A_DATABASE]
+    writing = being_written(to)
+    beside = files_beside(writing)
     try:
         for path in (writing, *beside):
             path.unlink(missing_ok=True)
         unread = keep_copy(database, writing)
-        for suffix in BESIDE_A_DATABASE:
-            Path(f"{to}{suffix}").unlink(missing_ok=True)
+        for path in files_beside(to):
+            path.unlink(missing_ok=True)
         wal = Path(f"{writing}-wal")
         if wal.exists():  # SQLite could not read it: its -wal kept beside, put in place first
             put_on_disk(wal)

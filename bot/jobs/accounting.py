@@ -61,6 +61,8 @@ from inference.compare import cell_requests, is_comparison
 from inference.control_units import OPTION_KEY as CONTROLNET_OPTION
 from inference.face_options import FaceOptions
 from inference.img2img_steps import Img2ImgSteps
+from inference.prompt_work import PromptWork
+from inference.samplers import calls_per_step
 from inference.sizes import default_size
 from inference.types import RenderInputError, RenderRequest
 from inference.upscale import HiresOptions, UpscaleOptions, creative_tiles
@@ -156,13 +158,18 @@ def estimated_cost(request: RenderRequest, render_size: RenderSize = UNKNOWN_REN
     - a render: its steps over its pictures at the size it renders them
       (``RenderSize.size``), each ControlNet adding ``CONTROLNET_STEP_SHARE``; a txt2img hires
       fix adds its second pass, its steps (``HiresOptions.pass_steps``: all of them, whatever
-      the denoising) at its size;
+      the denoising) at its size; its prompts' rows and key length a picture as admission
+      planned them (``PromptWork.per_picture``: an ``AND`` part adds half a plain picture's
+      work, each 77-token chunk past the first ``CHUNK_ROW_SHARE`` of it);
     - a /compare: the sum of its cells (``cell_requests``), each at its own steps, all at
       ``render_size``'s native side (a model axis's other models' are not known here);
     - an upscale: enlarging, per pixel of its output (``ESTIMATED_ENLARGE_SECONDS_PER_512``:
       all a fast one does), plus, for a creative one, img2img's steps at its strength
-      (``Img2ImgSteps.img2img``) over each native-size tile it re-details (``creative_tiles``);
-    - fixing faces: one 512x512 face pass a picture (a faces job does only that).
+      (``Img2ImgSteps.img2img``) over each native-size tile it re-details (``creative_tiles``),
+      each step at its picture's prompts' work, as a render's (the tiles run that prompt);
+    - fixing faces: one 512x512 face pass a picture (a faces job does only that);
+    - a render's, a creative upscale's tiles' and a face pass's steps twice for a
+      second-order sampler (Heun, DPM2...: ``calls_per_step``).
 
     A request the engine will refuse (a bad option) is reckoned as a plain render; the member
     is refunded when it fails. Reads no file: ``render_size`` holds the size of the picture it
@@ -196,10 +203,30 @@ def _work_seconds(request: RenderRequest, render_size: RenderSize) -> float:
         if hires is not None:
             seconds += _steps_seconds(hires.pass_steps(request.steps), hires.size)
         units = len(request.options.get(CONTROLNET_OPTION) or [])
-        seconds *= request.count * (1 + CONTROLNET_STEP_SHARE * units)
+        seconds *= request.count * (1 + CONTROLNET_STEP_SHARE * units) * _step_work(request)
     # Fixing faces: one face pass at 512x512 a picture (the faces are counted when it runs).
     face_steps = FaceOptions.from_options(request.options).fix_steps(request.steps)
-    return seconds + ESTIMATED_SECONDS_PER_STEP_512 * face_steps * request.count
+    if face_steps:
+        calls = calls_per_step(request.sampler, request.schedule_type)
+        seconds += ESTIMATED_SECONDS_PER_STEP_512 * face_steps * request.count * calls
+    return seconds
+
+
+def _step_work(request: RenderRequest) -> float:
+    """What each step of ``request``'s pictures (or tiles) does, a plain prompt's one model
+    call being 1: its prompts' rows and key length, times its sampler's calls a step (a
+    second-order one's, Heun, DPM2..., two; ``RenderInputError`` for one the engine does not
+    know)."""
+    calls = calls_per_step(request.sampler, request.schedule_type)
+    return PromptWork.of(request.options).per_picture() * calls
+
+
+def batch_weight(request: RenderRequest, pictures: int) -> float:
+    """What ``pictures`` of ``request`` weigh in their batch's measured time, shared by what
+    each job of it would cost alone: each picture at its prompts' work (``PromptWork``: rows
+    and key length), not at a partner's longer prompt its rows were padded to. Its render's
+    end and a stop while the render goes on for the others share it alike."""
+    return pictures * PromptWork.of(request.options).per_picture()
 
 
 def _upscale_seconds(request: RenderRequest, render_size: RenderSize) -> float:
@@ -213,7 +240,8 @@ def _upscale_seconds(request: RenderRequest, render_size: RenderSize) -> float:
         tiles, _ = creative_tiles(width, height, native)
         left, top, right, bottom = tiles[0]
         steps = Img2ImgSteps.img2img(request.steps, options.strength).run
-        seconds += len(tiles) * _steps_seconds(steps, (right - left, bottom - top))
+        tile = _steps_seconds(steps, (right - left, bottom - top))
+        seconds += len(tiles) * tile * _step_work(request)  # the picture's prompt and sampler
     return seconds
 
 

@@ -28,14 +28,17 @@ Fair order
        Each start moves its user back by the job's ``est_seconds`` (``_LEAST_WORK_S`` at
        least), from their own tally or the queue's level, whichever is later: the level is the
        tally of the user first in the fair order at each start, so time spent idle, capped or
-       behind a higher class is not saved up (one turn first, as in round robin). A member
-       sending 16-picture jobs and one sending single pictures thus get about equal device
-       time, not a turn each. Equal tallies go to the user who started least recently, then
-       to the one whose next job was submitted first. A user idle (nothing queued or running)
-       for ``IDLE_USER_FORGOTTEN_S`` is forgotten whole; back, their submit says whether they
-       ever started a job (the caller reads the journal): then they go after the users who
-       never started and before everyone who started since, and several such returners go by
-       their next job's submit time.
+       behind a higher class is not saved up (one turn first, as in round robin). A job's end
+       (``finish``) may put the device seconds it was measured to use in place of its
+       estimate; the time it used beyond that moves the user back less what the level added
+       to their tally at their starts since (the level moved on while the job ran: that time
+       is not counted twice). A member sending 16-picture jobs and one sending single
+       pictures thus get about equal device time, not a turn each. Equal tallies go to the
+       user who started least recently, then to the one whose next job was submitted first.
+       A user idle (nothing queued or running) for ``IDLE_USER_FORGOTTEN_S`` is forgotten
+       whole; back, their submit says whether they ever started a job (the caller reads the
+       journal): then they go after the users who never started and before everyone who
+       started since, and several such returners go by their next job's submit time.
     3. Within a user, first in first out (among the jobs that can run on the device asked for):
        a user's job never starts before one of theirs that is ahead of it.
     Servers take turns (``fairness`` ``servers``, the operator's EASEL_FAIRNESS): between
@@ -45,7 +48,7 @@ Fair order
     at each start), equal tallies going to the guild that started least recently. So guilds
     with jobs waiting get about equal device time, however many of their members wait, and a
     guild back from idle goes first once and saves up nothing. Tallies are kept for every guild
-    seen (about 190 bytes each: 1.9 MB for 10,000) and none across a restart: then every guild
+    seen (about 250 bytes each: 2.5 MB for 10,000) and none across a restart: then every guild
     is new, and among guilds of one rank each one waiting starts once before any starts twice.
     Within the guild nothing changes (aging included), and rank still goes first: an operator's
     priority server's priority role lifts its guild past the guilds of lower rank, its guild's
@@ -274,6 +277,8 @@ class _Charge(NamedTuple, Generic[_Holder]):
     holder: _Holder
     after: _Turn
     before: _Turn
+    lift: float  # what the level added to the tally at this start (rule 2), no job's work
+    lifted: float  # the lifts of the holder's tally so far, this one's included
 
 
 class _Start(NamedTuple):
@@ -297,6 +302,9 @@ class _User:
     running: int = 0
     version: int = 0
     idle_since: float | None = None  # since when nothing of theirs is queued or running
+    # What the level added to ``turn`` and to ``share`` at their starts so far (rule 2).
+    lifted: float = 0.0
+    share_lifted: float = 0.0
 
 
 @dataclass(slots=True, eq=False)
@@ -480,6 +488,7 @@ class FairScheduler:
             else _PRIORITY
         )
         self._guild_tallies: dict[int | None, _Turn] = {}
+        self._guild_lifted: dict[int | None, float] = {}  # as ``_User.lifted``
         self._guild_level = 0.0
         # (turn, user id) at each start: who goes first in rule 2, for forgetting.
         self._starts: list[tuple[_Turn, int]] = []
@@ -587,20 +596,28 @@ class FairScheduler:
                 del user.lanes[lane_key]
             self._last_start_seq += 1
             turn = _Turn(_work_after(user.turn, self._level, job), self._last_start_seq)
+            turn_lift = _lift(user.turn, self._level)
+            user.lifted += turn_lift
             sharer_id = sharer_of[job.job_id]
             sharer = self._users[sharer_id]
             first_share = max(sharer.turn.start, sharer.share.start) < _FIRST_START
             share = _Turn(_work_after(sharer.share, self._share_level, job), self._last_start_seq)
+            share_lift = _lift(sharer.share, self._share_level)
+            sharer.share_lifted += share_lift
             guild_charge = None
             if self._servers_take_turns:
                 tally = self._guild_tally(job.guild_id)
                 after = _Turn(_work_after(tally, self._guild_level, job), self._last_start_seq)
-                guild_charge = _Charge(job.guild_id, after, tally)
+                guild_lift = _lift(tally, self._guild_level)
+                lifted = self._guild_lifted[job.guild_id] = (
+                    self._guild_lifted.get(job.guild_id, 0.0) + guild_lift
+                )
+                guild_charge = _Charge(job.guild_id, after, tally, guild_lift, lifted)
                 self._guild_tallies[job.guild_id] = after
                 charged_guilds.add(job.guild_id)
             self._starts_of[job.job_id] = _Start(
-                _Charge(job.user_id, turn, user.turn),
-                _Charge(sharer_id, share, sharer.share),
+                _Charge(job.user_id, turn, user.turn, turn_lift, user.lifted),
+                _Charge(sharer_id, share, sharer.share, share_lift, sharer.share_lifted),
                 guild_charge,
             )
             user.turn = turn
@@ -619,10 +636,18 @@ class FairScheduler:
         self._rekey_everywhere(charged_guilds)
         return batch
 
-    def finish(self, job_id: str) -> None:
-        """A running job is done (rendered or failed): it leaves the scheduler."""
+    def finish(self, job_id: str, used_s: float | None = None) -> None:
+        """A running job is done (rendered or failed): it leaves the scheduler. ``used_s``:
+        the device seconds it was measured to use (its share of its batch's), which replace
+        its ``est_seconds`` in what its start moved (rule 2's turn and share, its guild's
+        tally; less what later starts from the level had counted: ``_charge_again``), so a
+        member whose jobs were reckoned too light yields to the others as their work was;
+        None (not measured): the estimate stands."""
         if job_id not in self._running:
             raise KeyError(f"job {job_id} is not running")
+        if used_s is not None and math.isfinite(used_s):
+            job = self._running[job_id].job
+            self._charge_again(job_id, max(used_s, _LEAST_WORK_S) - _least_work(job))
         self._release(job_id)
 
     def cancel(self, job_id: str) -> bool:
@@ -661,7 +686,7 @@ class FairScheduler:
             raise KeyError(f"job {job_id} is not running, so it cannot be put back")
         start = self._starts_of[job_id]
         self._take_back(start)
-        user_id, _, before = start.turn
+        user_id, before = start.turn.holder, start.turn.before
         sharer_id = start.share.holder
         if sharer_id != user_id and sharer_id in self._users:
             self._refresh(sharer_id)
@@ -801,6 +826,40 @@ class FairScheduler:
         del self._starts_of[job_id]
         return self._running_seq.pop(job_id)
 
+    def _charge_again(self, job_id: str, change: float) -> None:
+        """Move what running job ``job_id``'s start moved by ``change`` more work, less what
+        the level added to the same tally at later starts (it had counted the time the job
+        ran: not charged twice), and the charges of the starts after it of the same tallies
+        with them (one put back later restores what it found, this change included)."""
+        if not change:
+            return
+        turn, share, guild = self._starts_of[job_id]
+        touched = []
+        if (starter := self._users.get(turn.holder)) is not None:
+            starter.turn, starter.lifted = _charged_again(
+                turn, change, starter.turn, starter.lifted
+            )
+            heapq.heappush(self._starts, (starter.turn, turn.holder))
+            touched.append(turn.holder)
+        if (sharer := self._users.get(share.holder)) is not None:
+            sharer.share, sharer.share_lifted = _charged_again(
+                share, change, sharer.share, sharer.share_lifted
+            )
+            touched.append(share.holder)
+        if guild is not None:
+            self._guild_tallies[guild.holder], self._guild_lifted[guild.holder] = _charged_again(
+                guild, change, self._guild_tally(guild.holder), self._guild_lifted[guild.holder]
+            )
+        for other, (later_turn, later_share, later_guild) in self._starts_of.items():
+            self._starts_of[other] = _Start(
+                _moved_after(later_turn, turn, change),
+                _moved_after(later_share, share, change),
+                None if later_guild is None else _moved_after(later_guild, guild, change),
+            )
+        self._refresh(*dict.fromkeys(touched))
+        if guild is not None:
+            self._rekey_everywhere((guild.holder,))
+
     def _take_back(self, start: _Start) -> None:
         """Undo one start's moves of its user's turn, its sharer's share and its guild's tally
         (a user forgotten since has nothing left to undo)."""
@@ -810,16 +869,19 @@ class FairScheduler:
         if starter is not None:
             turn_moved_since = starter.turn.start != turn.after.start
             starter.turn = _taken_back(turn, starter.turn)
+            starter.lifted -= turn.lift
             if starter.turn.start >= _FIRST_START:
                 heapq.heappush(self._starts, (starter.turn, turn.holder))  # may be dropped
         if sharer is not None:
             share_moved_since = sharer.share.start != share.after.start
             sharer.share = _taken_back(share, sharer.share)
+            sharer.share_lifted -= share.lift
         guild_moved_since = False
         if guild is not None:
             tally = self._guild_tallies[guild.holder]
             guild_moved_since = tally.start != guild.after.start
             self._guild_tallies[guild.holder] = _taken_back(guild, tally)
+            self._guild_lifted[guild.holder] -= guild.lift
         if turn_moved_since or share_moved_since or guild_moved_since:
             for other, (later_turn, later_share, later_guild) in self._starts_of.items():
                 if turn_moved_since:
@@ -1242,12 +1304,63 @@ def _taken_back(charge: _Charge[_Holder], current: _Turn) -> _Turn:
 
 
 def _followed(later: _Charge[_Holder], undone: _Charge[_Holder]) -> _Charge[_Holder]:
-    """A later start's charge once ``undone`` is: one that followed it follows the one before."""
+    """A later start's charge of the same tally once ``undone`` is: one that followed it
+    follows the one before; none counts its lift any more."""
+    if later.holder != undone.holder or later.after.start <= undone.after.start:
+        return later
     if later.before.start == undone.after.start:
-        return later._replace(before=undone.before)
-    return later
+        later = later._replace(before=undone.before)
+    return later._replace(lifted=later.lifted - undone.lift)
 
 
 def _work_after(turn: _Turn, level: float, job: QueuedJob) -> float:
     """The work a user's starts add up to once ``job`` starts (rule 2)."""
-    return max(turn.work, level) + max(job.est_seconds, _LEAST_WORK_S)
+    return max(turn.work, level) + _least_work(job)
+
+
+def _lift(turn: _Turn, level: float) -> float:
+    """What a start from ``turn`` adds to it to bring it up to the ``level`` (rule 2)."""
+    return max(level - turn.work, 0.0)
+
+
+def _least_work(job: QueuedJob) -> float:
+    """The work ``job``'s start adds to a tally (rule 2)."""
+    return max(job.est_seconds, _LEAST_WORK_S)
+
+
+def _plus(turn: _Turn, change: float) -> _Turn:
+    return _Turn(turn.work + change, turn.start)
+
+
+def _absorbed(change: float, lifted_since: float) -> float:
+    """How much of a start's ``change`` of work the level's lifts of its tally since
+    (``lifted_since``) take in: a start counted from the level had counted the time that
+    start's job was running, so a job measured heavier is not charged that time twice. A
+    lighter one is charged all its change (the level bounds what its user saves up)."""
+    return min(change, max(lifted_since, 0.0)) if change > 0 else 0.0
+
+
+def _charged_again(
+    charge: _Charge[_Holder], change: float, tally: _Turn, lifted: float
+) -> tuple[_Turn, float]:
+    """A ``tally`` and its ``lifted`` once ``charge``'s start counts ``change`` more work."""
+    absorbed = _absorbed(change, lifted - charge.lifted)
+    return _plus(tally, change - absorbed), lifted - absorbed
+
+
+def _moved_after(
+    later: _Charge[_Holder], charge: _Charge[_Holder] | None, change: float
+) -> _Charge[_Holder]:
+    """``later``, moved with its tally when it moved that tally after ``charge`` did, which
+    now counts ``change`` more work: what its lift and the lifts before it absorb (as
+    ``_charged_again``) moves neither it nor its tally."""
+    if charge is None or later.holder != charge.holder or later.after.start <= charge.after.start:
+        return later
+    since = later.lifted - charge.lifted
+    before_it, with_it = _absorbed(change, since - later.lift), _absorbed(change, since)
+    return later._replace(
+        before=_plus(later.before, change - before_it),
+        after=_plus(later.after, change - with_it),
+        lift=later.lift - (with_it - before_it),
+        lifted=later.lifted - with_it,
+    )

@@ -188,7 +188,7 @@ class GuildPolicy:
         ``parent_id``: the channel of the thread it is asked in (``check_channel``)."""
         settings = await self._rules_where(guild_id)
         if request.model is None:
-            model = self.default_model(settings, await self._installed_now())
+            model = self.default_model(settings, await self.installed_now())
             request = dataclasses.replace(request, model=model)
         request = _models_as_typed(request)
         nsfw_policy = NsfwPolicy(settings.nsfw_policy)
@@ -304,7 +304,7 @@ class GuildPolicy:
         self, settings: GuildSettings, installed: Collection[str] | None = None
     ) -> str | None:
         """The model a request that names none renders with under ``settings``, passing over
-        a default no longer ``installed`` (``_installed_now``; None: not known)."""
+        a default no longer ``installed`` (``installed_now``; None: not known)."""
         return default_model_here(
             settings.default_model,
             self._operator_default_model,
@@ -316,9 +316,9 @@ class GuildPolicy:
         """``default_model`` of ``guild_id`` (None: direct messages, the operator's)."""
         if guild_id is None:
             return self._operator_default_model
-        return self.default_model(await self.settings(guild_id), await self._installed_now())
+        return self.default_model(await self.settings(guild_id), await self.installed_now())
 
-    async def _installed_now(self) -> Collection[str] | None:
+    async def installed_now(self) -> Collection[str] | None:
         """The models installed (the folders hold them, whole or not: one still being copied
         is refused as such, not passed over): as last listed while that listing holds
         (``kept_models``), else listed on a thread; None: no listing."""
@@ -367,11 +367,11 @@ class GuildPolicy:
         self, model: str | None, refiner: str | None, allowed_models: Collection[str]
     ) -> list[str] | None:
         """What a refusal of ``model`` or ``refiner`` names where the list leaves one out: the
-        listed models installed (``_installed_now``; None: neither is left out, or no
+        listed models installed (``installed_now``; None: neither is left out, or no
         listing)."""
         if model_left_out((model, refiner), allowed_models) is None:
             return None
-        installed = await self._installed_now()
+        installed = await self.installed_now()
         return None if installed is None else [n for n in installed if n in allowed_models]
 
     def _banned_words(self, settings: GuildSettings) -> BannedWords:

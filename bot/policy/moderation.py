@@ -569,9 +569,10 @@ WITHDRAWN_PICTURE = (
     "Make a new one with /imagine."
 )
 # Withdrawn by Easel at delivery (``History.withhold_job``): no moderator acted.
-# A result withheld at delivery, as /show, /history and a DM whose recorded reason is lost say
-# it: no cause named, since the reason recorded (``withheld_why``) is its maker's alone (told
-# by DM) and many are not a rule changed (Easel removed, a thread Easel cannot see...).
+# A result withheld at delivery, as /show, a moderator's list and a DM whose recorded reason is
+# lost say it: no cause named, since the reason recorded (``withheld_why``) is its maker's alone
+# (told by DM and in the maker's own /history) and many are not a rule changed (Easel removed,
+# a thread Easel cannot see...).
 WITHHELD_BECAUSE = "Easel withheld it when it was finished"
 WITHHELD_PICTURE = (
     f"This picture was never posted: {WITHHELD_BECAUSE}, and it was not counted against its "

@@ -54,6 +54,7 @@ from inference.face_options import FIX_FACES_PROMPT, FaceOptions
 from inference.family_rules import flow_prompt_refusal
 from inference.limits import MIN_SIZE
 from inference.passes.picture_prompts import rendered_prompts
+from inference.prompt_work import PROMPT_WORK_OPTION, PromptWork
 from inference.prompts import (
     WILDCARD_DRAWS_OPTION,
     DrawnValue,
@@ -236,7 +237,8 @@ def plan_request(
     used = [name for plan in planned for name in plan.embeddings_used]
     used_embeddings = sorted(set(used)) if applies_networks(request.mode) else []
     options = {
-        **request.options,
+        **{key: value for key, value in request.options.items() if key != PROMPT_WORK_OPTION},
+        **PromptWork.most(plan.work() for plan in planned).option(),
         WILDCARD_DRAWS_OPTION: library.option(),
         APPLIED_LORAS_OPTION: applied,
         USED_EMBEDDINGS_OPTION: used_embeddings,

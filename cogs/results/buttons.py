@@ -28,7 +28,7 @@ from bot.edits import (
     vary_request,
 )
 from bot.history import History, PostedMessage, StoredJob
-from bot.images import picture_size
+from bot.images import picture_size, written_seed
 from bot.jobs.queue import CancelOutcome, JobQueue
 from bot.policy.guild import NsfwPolicy
 from bot.policy.moderation import (
@@ -66,7 +66,7 @@ from cogs.visibility import (
     moderated_channels,
 )
 from cogs.withdrawals import UNKNOWN_MESSAGE, check_posts_there
-from cogs.wording import NO_PROMPT, STOPPED_BESIDE_OTHERS, counted
+from cogs.wording import NO_PROMPT, cancel_answer, counted
 from inference.types import RenderRequest
 
 log = logging.getLogger(__name__)
@@ -398,8 +398,7 @@ class PickButton(
         # It names no clicker: it is the maker's job's post, which the clicker's /forget-me
         # does not reach.
         sent = await interaction.edit_original_response(
-            content=f"Picture {idx + 1} of `{self.job_id}` (seed {job.seeds[idx]})"
-            f"{SHOWN_AS_PREVIEW if is_preview else ''}",
+            content=picture_caption(job, idx) + (SHOWN_AS_PREVIEW if is_preview else ""),
             attachments=[file],
             view=single_view(self.job_id, idx, picked=True),
             allowed_mentions=discord.AllowedMentions.none(),
@@ -611,17 +610,7 @@ class CancelButton(
         if outcome is CancelOutcome.NOT_YOURS:
             await tell(interaction, await _moderators_stop(interaction, self.job_id))
             return
-        messages = {
-            CancelOutcome.CANCELLED: "Cancelled; nothing was charged.",
-            CancelOutcome.STOPPING: (
-                "Stopping at the next step: you pay only for the GPU time used, no pictures."
-            ),
-            CancelOutcome.STOPPED_IN_BATCH: f"Stopped: {STOPPED_BESIDE_OTHERS}",
-            CancelOutcome.STOPPING_FREE: "Stopped; nothing is charged.",
-            CancelOutcome.FINISHED: "Too late: that job has already finished.",
-            CancelOutcome.UNKNOWN: "That job is no longer in the history.",
-        }
-        await tell(interaction, messages[outcome])
+        await tell(interaction, cancel_answer(outcome, self.job_id))
 
 
 async def _moderators_stop(interaction: discord.Interaction[Any], job_id: str) -> str:
@@ -636,7 +625,7 @@ async def _moderators_stop(interaction: discord.Interaction[Any], job_id: str) -
             "channel, can cancel it."
         )
     if job.status not in ("queued", "running"):
-        return "Too late: that job has already finished."
+        return cancel_answer(CancelOutcome.FINISHED, job_id)
     return await withdraw_as_moderator(interaction, job)
 
 
@@ -940,12 +929,23 @@ def _easel_post_of(
     )
 
 
+def picture_caption(job: StoredJob, idx: int) -> str:
+    """The caption of ``job``'s picture ``idx`` posted alone (U1-U4)."""
+    return f"Picture {idx + 1} of `{job.job_id}` (seed {shown_seed(job, idx)})"
+
+
+def shown_seed(job: StoredJob, idx: int) -> int:
+    """The seed of ``job``'s picture ``idx`` as its text writes it, as its result's caption
+    names it (``bot.images.written_seeds``): past 2**32 - 1, the web UI's."""
+    return written_seed(job.seeds[idx], job.infotexts[idx])
+
+
 def copy_caption(job: StoredJob, indexes: Sequence[int] | None = None) -> str:
     """The caption of a copy of ``job``'s pictures at ``indexes`` (None: all of them): the
     seeds of those sent alone, and which picture it is when one of several is sent."""
     prompt = shown_prompt(job.prompt, MAX_QUOTED_PROMPT) or NO_PROMPT
     sent = range(len(job.seeds)) if indexes is None else indexes
-    seeds = ", ".join(str(job.seeds[index]) for index in sent)
+    seeds = ", ".join(str(shown_seed(job, index)) for index in sent)
     which = f"picture {sent[0] + 1} of job" if len(sent) == 1 < len(job.seeds) else "job"
     return f"**{prompt}** — {which} `{job.job_id}` (seed {seeds})"
 

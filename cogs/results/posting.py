@@ -17,7 +17,7 @@ import discord
 from bot.alt_text import picture_description, result_description
 from bot.bans import StoppedMembers
 from bot.history import PostedMessage
-from bot.images import decoded, posted_as_grid, posted_grid_png
+from bot.images import decoded, posted_as_grid, posted_grid_png, written_seeds
 from bot.jobs.queue import (
     PRIVATELY,
     SERVER_NOT_SERVED,
@@ -118,7 +118,7 @@ def caption(job: FinishedJob) -> str:
     """The prompt, maker, seeds and notes; never so long that Discord refuses the result."""
     # A prompt of direction controls alone shows as nothing: said to have none.
     prompt = shown_prompt(job.request.prompt, MAX_QUOTED_PROMPT) or f"({job.kind}, no prompt)"
-    seeds = ", ".join(str(image.seed) for image in job.images)
+    seeds = ", ".join(map(str, written_seeds(job.images)))
     text = f"**{prompt}** — <@{job.user_id}> (seed {seeds}, job `{job.job_id}`)"
     said = [*job.request.notes, *render_warnings(job)]
     notes = "".join(f"\nNote: {n}" for n in said)
@@ -144,7 +144,7 @@ def result_png(job: FinishedJob) -> bytes:
     pngs = [image.path.read_bytes() for image in job.images]
     if not posted_as_grid(job.request, len(pngs)):
         return pngs[0]
-    seeds = [image.seed for image in job.images]
+    seeds = written_seeds(job.images)
     return posted_grid_png(job.request, decoded(pngs), job.images[0].infotext, seeds)
 
 
@@ -300,6 +300,9 @@ class DiscordResults(ProgressMessages):
         self._posting_shown: dict[str, Pointer] = {}
         # Set once Easel begins to stop (``stopping``): no delivery waits for READY from then.
         self._stopping = asyncio.Event()
+        # The one wait for Discord's READY that the queue's first starts and the deliveries
+        # before it share (``_servers_known``): one bound, one warning should it not come.
+        self._ready_wait: asyncio.Future[None] | None = None
 
     async def deliver(self, job: FinishedJob) -> int | Privately | None:
         """Post the job's outcome; the id of its message in the server's channel, the one
@@ -423,6 +426,70 @@ class DiscordResults(ProgressMessages):
         assert guild_id is not None  # awaited in a server only
         return lambda: stopped.wait_for_answer(guild_id, user_id)
 
+    async def servers_known(self) -> None:
+        """The queue's wait before each device's first job (``JobQueue.set_start_gate``):
+        until Discord's READY has said which servers Easel is in (``_servers_known``), so that
+        ``why_not_started`` ends a job restored at start-up of a server that removed Easel
+        while it was offline rather than renders it. The jobs stay queued meanwhile, their
+        messages showing their places. Easel stopping first cancels it."""
+        if self.removed_from is not None and not self._client.is_ready():
+            await self._servers_known_or_stop()
+
+    def _server_unknown_yet(self, guild_id: int | None) -> bool:
+        """Whether it is not known yet if Easel is still in server ``guild_id``: before
+        Discord's READY has listed Easel's servers (``removed_from`` says no to each), for a
+        server it does not know and serves."""
+        return (
+            guild_id is not None
+            and self.removed_from is not None
+            and not self._client.is_ready()
+            and self._client.get_guild(guild_id) is None
+            and (self.serves_server is None or self.serves_server(guild_id))
+        )
+
+    async def _servers_known(self) -> None:
+        """Until Discord's READY has said which servers Easel is in, ``SERVER_WAIT_S`` at most
+        from the first wait (then logged once, and each server read as one Easel is in: where
+        it is not, Discord refuses the post, and the result is charged and its maker told by
+        direct message, as where Easel may not post), or until Easel begins to stop."""
+        if self._ready_wait is None:
+            self._ready_wait = asyncio.ensure_future(self._ready_or_given_up())
+        await asyncio.shield(self._ready_wait)
+
+    async def _ready_or_given_up(self) -> None:
+        waits = [
+            asyncio.ensure_future(self._client.wait_until_ready()),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=SERVER_WAIT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if not done:
+            log.warning(
+                "Discord's READY has not come within %g s of the start: jobs restored at "
+                "start-up render and post without knowing whether Easel is still in their "
+                "servers (where it is not, Discord refuses the post: the result is charged "
+                "and its maker told by direct message, as where Easel may not post)",
+                SERVER_WAIT_S,
+            )
+
+    async def _servers_known_unless_stopped(self, stopped: BaseException) -> None:
+        """``_servers_known``, raising ``stopped`` where Easel stopped before READY."""
+        await self._servers_known()
+        if self._stopping.is_set() and not self._client.is_ready():
+            raise stopped
+
+    async def _servers_known_or_stop(self) -> None:
+        """``_servers_known`` for a job's start or its result's turn: cancelled when Easel
+        stops before READY, so the job stays journaled as it was, for the next start."""
+        await self._servers_known_unless_stopped(
+            asyncio.CancelledError("Easel stopped before Discord's READY")
+        )
+
     async def why_not_started(self, job: FinishedJob) -> str | None:
         """The queue's start gate (``bot.jobs.queue.StartGate``): the rules of now that are
         cheap to read; the banned words are read at delivery only (a reader may be slow). A
@@ -453,37 +520,21 @@ class DiscordResults(ProgressMessages):
         return None
 
     def stopping(self) -> None:
-        """Easel begins to stop: a delivery waiting for Discord's READY waits no more, and
-        is left for the next start (``_server_left_known``)."""
+        """Easel begins to stop: a job's start or delivery waiting for Discord's READY waits
+        no more, and is left for the next start (``_servers_known``)."""
         self._stopping.set()
 
     async def _server_left_known(self, job: FinishedJob) -> str | None:
         """``_server_left`` once Discord's READY has said which servers Easel is in: a
         restart's delivery of a server's job before it (``removed_from`` knows nothing yet)
-        waits for it, ``SERVER_WAIT_S`` at most (then read as a server Easel is in), so that
-        one that removed Easel while it was offline is not charged and pointed "there". Easel
-        stopping meanwhile ends the wait: TimeoutError, so that the queue tries it again at
-        the next start, rather than the stop waiting for READY or posting it unknowing."""
-        if (
-            job.guild_id is not None
-            and self.removed_from is not None
-            and not self._client.is_ready()
-            and self._client.get_guild(job.guild_id) is None
-            and (self.serves_server is None or self.serves_server(job.guild_id))
-        ):
-            waits = [
-                asyncio.ensure_future(self._client.wait_until_ready()),
-                asyncio.ensure_future(self._stopping.wait()),
-            ]
-            try:
-                await asyncio.wait(
-                    waits, timeout=SERVER_WAIT_S, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                for wait in waits:
-                    wait.cancel()
-            if self._stopping.is_set() and not self._client.is_ready():
-                raise TimeoutError(f"job {job.job_id}: Easel stopped before Discord's READY")
+        waits for it (``_servers_known``), so that one that removed Easel while it was offline
+        is not charged and pointed "there". Easel stopping meanwhile ends the wait:
+        TimeoutError, so that the queue tries it again at the next start, rather than the
+        stop waiting for READY or posting it unknowing."""
+        if self._server_unknown_yet(job.guild_id):
+            await self._servers_known_unless_stopped(
+                TimeoutError(f"job {job.job_id}: Easel stopped before Discord's READY")
+            )
         return self._server_left(job)
 
     def _server_left(self, job: FinishedJob) -> str | None:

@@ -301,7 +301,8 @@ class ProgressMessages:
         """The queue's stopped listener: the job was stopped while its batch renders on for
         others' pictures (``CancelOutcome.STOPPED_IN_BATCH``). Its message says so at once,
         its preview and its Cancel gone, and shows no more progress; the notice of its end
-        follows once the batch ends (its delivery)."""
+        follows as soon as that end is written (``JobQueue._stopped_in_batch``), not once the
+        batch ends."""
         watched = self._watched.get(job_id)
         if watched is None or not watched.editable():
             return

@@ -32,7 +32,7 @@ from inference.prompts import WildcardLibrary
 from inference.registry import ModelRegistry
 from inference.samplers import calls_per_step, make_scheduler
 from inference.tiling import seamless
-from inference.types import RenderFailed, RenderRequest
+from inference.types import BlankPicture, RenderRequest
 
 
 @contextmanager
@@ -105,11 +105,25 @@ def noising_the_picture(pipeline: Any) -> Iterator[None]:
 
 class BlankRows:
     """The rows of a batch's pipeline calls (its pictures, in the order of its jobs) that
-    decoded blank, set aside: decoded as grey, so that the call's other pictures, other
-    members' jobs, go on to be delivered; their own jobs fail (``Engine.render_batch``)."""
+    came out blank, set aside: decoded as grey (or left as they were), so that the call's
+    other pictures, other members' jobs, go on to be delivered; their own jobs fail
+    (``Engine.render_batch``). The faces pass skips them, and a call whose every row is set
+    aside runs no later pass (``all_of``); a partly blank call's hires pass still works on
+    every row, its rows being one call."""
 
     def __init__(self) -> None:
         self.rows: set[int] = set()
+        # Rows set aside by a later pass with why (a face restorer's blank output): their
+        # jobs are told that, not the first pass's reasons.
+        self.failures: dict[int, BlankPicture] = {}
+
+    def set_aside(self, row: int, failure: BlankPicture) -> None:
+        self.rows.add(row)
+        self.failures[row] = failure
+
+    def all_of(self, rows: int) -> bool:
+        """Whether every one of a call's ``rows`` is set aside: its later passes are skipped."""
+        return len(self.rows) == rows
 
 
 @contextmanager
@@ -155,7 +169,7 @@ def vae_decoding(
             vae.disable_tiling()
 
 
-def blank_pictures(jobs: Sequence[ImageJob], dtype: torch.dtype) -> RenderFailed:
+def blank_pictures(jobs: Sequence[ImageJob], dtype: torch.dtype) -> BlankPicture:
     """What the member of ``jobs``, whose pictures decoded to not-a-number or infinite values,
     is told: the add-ons they use, which may be broken (finite weights that overflow: those that are
     not finite are skipped as they load, ``inference.networks``), and whether half precision
@@ -174,7 +188,7 @@ def blank_pictures(jobs: Sequence[ImageJob], dtype: torch.dtype) -> RenderFailed
         cause += "ask an admin"
     else:
         cause = "the model or its VAE may be broken; ask an admin to check them"
-    return RenderFailed(f"a picture came out blank (not-a-number or infinite values): {cause}")
+    return BlankPicture(f"a picture came out blank (not-a-number or infinite values): {cause}")
 
 
 def stopping_early(request: RenderRequest, then: StepCallback) -> StepCallback:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from PIL import Image
 
@@ -28,17 +28,33 @@ from inference.faces import (
 from inference.family_rules import check_flow_faces
 from inference.images import InpaintOptions, inpaint_canvas, load_input_image
 from inference.img2img_steps import Img2ImgSteps
-from inference.infotext import without_easel_keys
+from inference.infotext import (
+    SAMPLER,
+    SCHEDULE_TYPE,
+    STEPS,
+    InfotextValue,
+    asks_for_sampler,
+    guidance_of,
+    web_ui_sampler_fields,
+    without_easel_keys,
+)
 from inference.model_cache import LoadedModel, native_size
-from inference.passes.denoise import PassTools, pipeline_task, task_arguments
+from inference.passes.denoise import BlankRows, PassTools, pipeline_task, task_arguments
 from inference.passes.jobs import ImageJob, OwnRequest, planned_draws, resolve_seed
 from inference.passes.networks import JobNetworks, job_networks
-from inference.passes.output import rendered
+from inference.passes.output import call_steps, rendered
 from inference.passes.picture_prompts import picture_infotext, rendered_prompts
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.prompts.flags import seed_read_back
 from inference.registry import ModelRegistry
-from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
+from inference.samplers import AUTOMATIC_SCHEDULE
+from inference.types import (
+    BlankPicture,
+    ProgressCallback,
+    RenderedImage,
+    RenderInputError,
+    RenderRequest,
+)
 
 # The fix pass's inpainting, as ADetailer sets it up: only the masked area, at full size.
 FIX_INPAINT = InpaintOptions(mask_blur=FIX_MASK_BLUR, only_masked=True, padding=FIX_PADDING)
@@ -66,16 +82,21 @@ def finish_faces(
     networks: JobNetworks,
     tracker: StepTracker,
     tools: PassTools,
+    blank: BlankRows | None = None,
 ) -> tuple[list[Image.Image], dict[str, object]]:
     """``images`` with their faces fixed and/or restored as the request asks, and the
-    infotext keys that say so (none when it asks for neither)."""
+    infotext keys that say so (none when it asks for neither). ``blank``: a shared batch's
+    rows set aside as blank, left as they are; one whose faces come out blank is set aside
+    too, its partners' go on (None: it fails the render)."""
     options = FaceOptions.from_options(request.options)
-    if not options.wanted:
+    if not options.wanted or (blank is not None and blank.all_of(len(images))):
         return images, {}
     detector = face_detector(tools.registry.models_dir)
     # Found once on the picture as made: a re-rendered face stays where it was.
     faces = [detector.detect(image, options.confidence) for image in images]
-    return faces_passes(model, request, jobs, images, faces, detector, networks, tracker, tools)
+    return faces_passes(
+        model, request, jobs, images, faces, detector, networks, tracker, tools, blank
+    )
 
 
 def faces_passes(
@@ -88,20 +109,62 @@ def faces_passes(
     networks: JobNetworks,
     tracker: StepTracker,
     tools: PassTools,
+    blank: BlankRows | None = None,
 ) -> tuple[list[Image.Image], dict[str, object]]:
-    """The fix (when asked) then the restoration (when asked) of ``faces`` in ``images``."""
+    """The fix (when asked) then the restoration (when asked) of ``faces`` in ``images``
+    (``blank`` as for ``finish_faces``)."""
     options = FaceOptions.from_options(request.options)
     params: dict[str, object] = {}
     if options.fix:
-        images = [
-            fixed_faces(model, request, job, image, found, options, networks, tracker, tools)
-            for job, image, found in zip(jobs, images, faces, strict=True)
-        ]
+
+        def fix(row: int, image: Image.Image) -> Image.Image:
+            return fixed_faces(
+                model, request, jobs[row], image, faces[row], options, networks, tracker, tools
+            )
+
+        images = each_picture(images, fix, blank)
         params |= fix_infotext(options, detector)
     if options.restore:
-        images, restored = restored_faces(images, faces, options, tools)
+        images, restored = restored_faces(images, faces, options, tools, blank)
         params |= restored
     return images, params
+
+
+def restored_faces(
+    images: list[Image.Image],
+    faces: list[list[FaceBox]],
+    options: FaceOptions,
+    tools: PassTools,
+    blank: BlankRows | None = None,
+) -> tuple[list[Image.Image], dict[str, object]]:
+    name, path = resolve_face_restorer(tools.registry, options.restorer)
+    restorer = tools.models.face_restorer(name, path)
+    restored = each_picture(
+        images, lambda row, image: restore_faces(restorer, image, faces[row]), blank
+    )
+    # The web UI's key names the kind of restorer; the file says which one exactly.
+    return restored, {"Face restoration": restorer.architecture, "Face restoration model": name}
+
+
+def each_picture(
+    images: list[Image.Image],
+    work: Callable[[int, Image.Image], Image.Image],
+    blank: BlankRows | None,
+) -> list[Image.Image]:
+    """``work(row, image)`` of each of ``images`` not set aside in ``blank``; one whose result
+    comes out blank is set aside there (its partners' go on), or fails the render when
+    ``blank`` is None."""
+    done = list(images)
+    for row, image in enumerate(images):
+        if blank is not None and row in blank.rows:
+            continue
+        try:
+            done[row] = work(row, image)
+        except BlankPicture as failure:
+            if blank is None:
+                raise
+            blank.set_aside(row, failure)
+    return done
 
 
 def fixed_faces(
@@ -143,18 +206,6 @@ def fixed_faces(
     return image
 
 
-def restored_faces(
-    images: list[Image.Image], faces: list[list[FaceBox]], options: FaceOptions, tools: PassTools
-) -> tuple[list[Image.Image], dict[str, object]]:
-    name, path = resolve_face_restorer(tools.registry, options.restorer)
-    restorer = tools.models.face_restorer(name, path)
-    restored = [
-        restore_faces(restorer, image, found) for image, found in zip(images, faces, strict=True)
-    ]
-    # The web UI's key names the kind of restorer; the file says which one exactly.
-    return restored, {"Face restoration": restorer.architecture, "Face restoration model": name}
-
-
 def fix_infotext(options: FaceOptions, detector: FaceDetector) -> dict[str, object]:
     """The ADetailer extension's keys for its first (and here only) unit."""
     return {
@@ -167,6 +218,30 @@ def fix_infotext(options: FaceOptions, detector: FaceDetector) -> dict[str, obje
         "ADetailer inpaint only masked": True,
         "ADetailer inpaint padding": FIX_PADDING,
     }
+
+
+def separate_settings(
+    params: Mapping[str, InfotextValue], model: LoadedModel, request: RenderRequest
+) -> dict[str, object]:
+    """ADetailer's keys for a fix pass rendered with settings of its own, for each of the
+    model, sampler, steps and CFG the pass over a stored picture used that its text
+    (``params``) does not say: a stand-in for a model not installed here, a replaced file, a
+    sampler unknown here."""
+    used: dict[str, object] = {}
+    written_model = (params.get("Model"), params.get("Model hash", model.short_hash))
+    if written_model != (model.entry.name, model.short_hash):
+        used["checkpoint"] = f"{model.entry.name} [{model.short_hash}]"
+    if not asks_for_sampler(params, request.sampler, request.schedule_type):
+        sampler = web_ui_sampler_fields(request.sampler, request.schedule_type)
+        used["sampler"] = sampler[SAMPLER]
+        # Written when Automatic too: ADetailer reads none as "Use same scheduler", the text's.
+        used["scheduler"] = sampler.get(SCHEDULE_TYPE, AUTOMATIC_SCHEDULE)
+    if params.get(STEPS) != request.steps:
+        used["steps"] = request.steps
+    if guidance_of(params, distilled_model=model.flow is not None) != request.cfg_scale:
+        used["CFG scale"] = float(request.cfg_scale)
+    switches = {f"ADetailer use separate {what}": True for what in used if what != "scheduler"}
+    return {**switches, **{f"ADetailer {what}": value for what, value in used.items()}}
 
 
 def faces_of_picture(
@@ -217,8 +292,10 @@ def faces_of_picture(
             [image], faces = faces_passes(
                 model, request, [job], [source], [found], detector, networks, tracker, tools
             )
+        faces |= separate_settings(params, model, request)
     else:
         [image], faces = restored_faces([source], [found], options, tools)
     raise_if_cancelled(cancel)
     # Less the picture's own warnings and version: this render's are written.
-    return [rendered(tools.encoder, job, image, {**without_easel_keys(params), **faces})]
+    made = rendered(tools.encoder, job, image, {**without_easel_keys(params), **faces})
+    return call_steps([made], tracker)

@@ -24,6 +24,7 @@ from PIL import Image
 
 from inference.family_rules import check_flow_request, flow_sampler
 from inference.flow_families import FlowFamily, flow_prompt, make_flow_scheduler
+from inference.infotext import CFG_SCALE, DISTILLED_CFG_SCALE
 from inference.model_cache import LoadedModel, PipelineTask
 from inference.networks import AppliedNetworks, broken_lora
 from inference.noise import initial_noise, seeded_generator
@@ -38,7 +39,7 @@ from inference.passes.denoise import (
 from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob
 from inference.passes.networks import hash_list, short_hashes, vae_params
-from inference.passes.output import base_params, rendered
+from inference.passes.output import base_params, call_steps, rendered
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.prompts import ExtraNetwork
 from inference.registry import NO_LONGER_INSTALLED
@@ -227,11 +228,14 @@ def render_flow_group(
         short_hashes(tools.registry, loras.names, lora_files, tensor_data=True)
     )
     params |= vae_params(override)
+    if family.guidance != "cfg":
+        # Flux runs no true CFG (Forge's text for it: CFG scale 1); dev's CFG is its guidance.
+        params[CFG_SCALE] = 1.0
     if family.guidance == "distilled":
-        params["Distilled CFG Scale"] = float(request.cfg_scale)
+        params[DISTILLED_CFG_SCALE] = float(request.cfg_scale)
     # Every picture of the call applied the same LoRAs (``Engine._run`` groups by them).
     jobs = [dataclasses.replace(job, warnings=(*job.warnings, *loras.warnings)) for job in jobs]
-    return [
+    made = [
         rendered(
             tools.encoder,
             job,
@@ -240,6 +244,7 @@ def render_flow_group(
         )
         for job, image in zip(jobs, images, strict=True)
     ]
+    return call_steps(made, tracker)
 
 
 def check_some_step_runs(family: FlowFamily, steps: int, strength: float) -> None:
@@ -315,7 +320,7 @@ def flow_loras(
     """The LoRAs of one pipeline call, loaded as diffusers adapters at their tag weights
     and unloaded after. One removed since its folder was listed, or whose weights are not
     finite numbers, is skipped with a warning, as on SD; one that does not fit refuses the
-    call."""
+    call, with nothing of it left loaded."""
     adapters: list[str] = []
     weights: list[float] = []
     skipped: dict[str, str] = {}
@@ -347,5 +352,7 @@ def flow_loras(
         applied = (network.name for network in loras if network.name not in skipped)
         yield AppliedNetworks(tuple(applied), skipped)
     finally:
-        if adapters:
+        # Whatever is listed, not only what applied: a LoRA refused as not fitting has left
+        # its transformer part (and some of its text encoder's) on the shared pipeline.
+        if any(pipeline.get_list_adapters().values()):
             pipeline.unload_lora_weights()

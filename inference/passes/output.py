@@ -3,6 +3,7 @@ thread (``RenderedImage.png``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import Executor
 
 from PIL import Image
@@ -20,8 +21,12 @@ from inference.infotext import (
 from inference.model_cache import LoadedModel
 from inference.passes.denoise import fast_preset_for
 from inference.passes.jobs import ImageJob, clip_skip_of, pad_conds
+from inference.progress import StepTracker
 from inference.prompts.flags import web_ui_seed
 from inference.types import RenderedImage, RenderRequest
+
+# SDXL's text encoders always give their penultimate layer (``PromptEncoder``).
+SDXL_IGNORES_CLIP_SKIP = "SDXL ignores clip skip (as the web UI does)"
 
 
 def base_params(
@@ -32,6 +37,9 @@ def base_params(
     varied = job.variation_seed is not None and job.variation_strength > 0
     clip_skip = clip_skip_of(request)
     own = job.own_request
+    # Kept in the text, as the web UI writes it (its SDXL renders ignore it too), and said.
+    ignored = clip_skip != DEFAULT_CLIP_SKIP and model.is_sdxl_base
+    warnings = (*job.warnings, *([SDXL_IGNORES_CLIP_SKIP] if ignored else []))
     return {
         "Steps": request.steps,
         **web_ui_sampler_fields(request.sampler, request.schedule_type),
@@ -61,8 +69,16 @@ def base_params(
         # The dynamic-prompts extension's keys: what was typed, when expansion changed it.
         "Template": job.template,
         "Negative Template": job.negative_template,
-        PROMPT_WARNINGS: "; ".join(job.warnings) or None,
+        PROMPT_WARNINGS: "; ".join(warnings) or None,
     }
+
+
+def call_steps(images: list[RenderedImage], tracker: StepTracker) -> list[RenderedImage]:
+    """``images`` of one pipeline call (and its later passes), the first carrying the steps
+    ``tracker`` counted (``RenderedImage.steps_run``)."""
+    if not images:
+        return images
+    return [dataclasses.replace(images[0], steps_run=tracker.steps_run), *images[1:]]
 
 
 def rendered(

@@ -24,7 +24,7 @@ from inference.passes.faces import finish_faces
 from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob, PromptTimeline
 from inference.passes.networks import JobNetworks
-from inference.passes.output import base_params, rendered
+from inference.passes.output import base_params, call_steps, rendered
 from inference.passes.refine import refining_for
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
@@ -91,7 +91,8 @@ def render_group(
         )
     images: list[Image.Image] = first_pass
     params: dict[str, object] = {}
-    if hires is not None:
+    # Every picture blank (never delivered, each job fails): no later pass.
+    if hires is not None and not (blank is not None and blank.all_of(len(jobs))):
         # A stop during the first pass's decode: not the enlarge, encode and a hires step.
         raise_if_cancelled(cancel)
         start: list[Image.Image] | torch.Tensor
@@ -138,10 +139,12 @@ def render_group(
         params |= image_prompt.infotext()
     if refining is not None:
         params |= refining.infotext()
-    images, face_params = finish_faces(model, request, jobs, images, networks, tracker, tools)
+    images, face_params = finish_faces(
+        model, request, jobs, images, networks, tracker, tools, blank
+    )
     params |= face_params
     warned = [networks.with_warnings(job) for job in jobs]  # the infotext says them
-    return [
+    made = [
         rendered(
             tools.encoder,
             job,
@@ -150,6 +153,7 @@ def render_group(
         )
         for job, image in zip(warned, images, strict=True)
     ]
+    return call_steps(made, tracker)
 
 
 def resized_latents(

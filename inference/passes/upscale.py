@@ -19,7 +19,7 @@ from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import Denoiser, PassTools, pipeline_task, task_arguments
 from inference.passes.jobs import ImageJob, OwnRequest, planned_draws, resolve_seed
 from inference.passes.networks import JobNetworks, job_networks
-from inference.passes.output import base_params, rendered
+from inference.passes.output import base_params, call_steps, rendered
 from inference.passes.picture_prompts import picture_infotext, rendered_prompts
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.prompts.flags import seed_read_back
@@ -106,7 +106,7 @@ def upscale(
         **networks.params(job),
         **creative,
     }
-    return [rendered(tools.encoder, job, image, infotext)]
+    return call_steps([rendered(tools.encoder, job, image, infotext)], tracker)
 
 
 def _upscaled_by(params: Mapping[str, object]) -> int | float:

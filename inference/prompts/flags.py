@@ -23,26 +23,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import secrets
 from dataclasses import dataclass
 
 from inference.limits import (
     CFG_ACCEPTS,
     COUNT_ACCEPTS,
+    GIVEN_SEED_ACCEPTS,
     MAX_CFG,
     MAX_COUNT,
+    MAX_GIVEN_SEED,
     MAX_SEED,
     MAX_STEPS,
     MIN_CFG,
     MIN_COUNT,
     MIN_STEPS,
-    SEED_ACCEPTS,
     STEPS_ACCEPTS,
+    seed_refusal,
 )
 from inference.prompts.errors import InlineFlagError
 from inference.quoting import cut, echoed
-
-# torch's CPU generator takes a seed below this; its noise reads the seed's low 32 bits.
-_GENERATOR_SEEDS = 2**64
 
 
 def picture_seed(seed: int, index: int) -> int:
@@ -63,11 +63,24 @@ def web_ui_seed(batch_seed: int | None, seed: int) -> int:
 
 
 def seed_read_back(seed: int) -> int:
-    """A seed a picture's text gives, as Easel renders it: one past ``MAX_SEED`` (the web
-    UI's seed + i past it, up to the ``2**64`` torch's generator takes) as its low 32 bits,
-    which are all the CPU noise reads: the seed Easel renders that picture with. Any other
-    seed is returned as it is, for the request checks to take or refuse."""
-    return seed % (MAX_SEED + 1) if MAX_SEED < seed < _GENERATOR_SEEDS else seed
+    """A seed a member gives (typed, or a picture's text), as Easel renders it: one past
+    ``MAX_SEED`` (the web UI's seed + i past it, up to the ``MAX_GIVEN_SEED`` torch's
+    generator takes) as its low 32 bits, which are all the CPU noise reads: the seed Easel
+    renders that picture with. Any other seed is returned as it is, for the request checks
+    to take or refuse."""
+    return seed % (MAX_SEED + 1) if MAX_SEED < seed <= MAX_GIVEN_SEED else seed
+
+
+def given_seed(seed: int | None, name: str = "seed") -> int | str:
+    """The seed ``seed`` a member gives (``name`` in its refusal) as Easel renders it: -1 or
+    nothing a fresh random one; one past 32 bits (the web UI's, up to ``MAX_GIVEN_SEED``) the
+    one giving its noise (``seed_read_back``), as a picture's text's is; any other's refusal,
+    for each layer to raise as its own error."""
+    if seed is None or seed == -1:
+        return secrets.randbelow(MAX_SEED + 1)
+    if (refusal := seed_refusal(name, seed, given=True)) is not None:
+        return refusal
+    return seed_read_back(seed)
 
 
 def picture_seeds(
@@ -91,7 +104,7 @@ _FLAGS_START = re.compile(r"(?:^|\s)--[A-Za-z]")
 _ALIASES = {"aspect": "ar"}
 _USAGE = {
     "ar": "--ar W:H with whole numbers between 1 and 21 on each side, e.g. --ar 16:9",
-    "seed": f"--seed N with N {SEED_ACCEPTS}",
+    "seed": f"--seed N with N {GIVEN_SEED_ACCEPTS}",
     "no": "--no followed by what to avoid, e.g. --no cars, people",
     "steps": f"--steps N with N {STEPS_ACCEPTS}",
     "cfg": f"--cfg X with X {CFG_ACCEPTS}",
@@ -196,7 +209,7 @@ def _convert(flag: str, words: list[str]) -> object:
     if flag == "ar":
         return parse_aspect_ratio(value)
     if flag == "seed":
-        return -1 if value == "-1" else _integer(flag, value, 0, MAX_SEED)
+        return -1 if value == "-1" else _integer(flag, value, 0, MAX_GIVEN_SEED)
     if flag == "steps":
         return _integer(flag, value, MIN_STEPS, MAX_STEPS)
     if flag == "count":

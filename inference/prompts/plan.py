@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import functools
 import math
-import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inference.limits import (
-    MAX_SEED,
     MAX_STEPS,
     MIN_STEPS,
     STEPS_ACCEPTS,
     out_of_range,
-    seed_refusal,
 )
+from inference.prompt_work import PromptWork
 from inference.prompts.attention import MAX_ATTENTION_NESTING, attention_depth, weigh_attention
 from inference.prompts.composition import split_subprompts
 from inference.prompts.errors import NestingError, PromptError
@@ -36,7 +34,7 @@ from inference.prompts.extra_networks import (
     extract_extra_networks,
     find_embeddings,
 )
-from inference.prompts.flags import InlineFlags, parse_inline_flags, resolve_flags
+from inference.prompts.flags import InlineFlags, given_seed, parse_inline_flags, resolve_flags
 from inference.prompts.schedule import Rendering, renderings, schedule_prompt
 from inference.prompts.stopping import checkpoint
 from inference.prompts.tokenizer import (
@@ -111,6 +109,13 @@ class PromptPlan:
         """LoRA tags to apply: kind ``lora`` and, when ``available`` is given, a known name;
         none where the engine applies none of the prompt's (``applies_loras``)."""
         return _applied(self.extra_networks, available) if self.applies_loras else []
+
+    def work(self) -> PromptWork:
+        """Its picture's rows and key length in each model call: a row an ``AND`` part (and
+        one the negative's), every row as long as its longest text's chunks."""
+        texts = (*self.subprompts, self.negative)
+        chunks = max(len(entry.chunks) for sub in texts for entry in sub.schedule)
+        return PromptWork(parts=len(self.subprompts), chunks=max(chunks, 1))
 
     def renderings(self) -> tuple[Rendering, ...]:
         """Every text each sub-prompt and the negative prompt can condition the model on,
@@ -334,11 +339,9 @@ def _check_chunk_count(parts: Sequence[SubPromptPlan], name: str) -> None:
 
 
 def _choose_seed(explicit: int | None, typed: int | None) -> int:
-    seed = explicit if explicit is not None else typed
-    if seed is None or seed == -1:
-        return random.randrange(MAX_SEED + 1)
-    if (refusal := seed_refusal("seed", seed)) is not None:
-        raise PromptError(refusal)
+    seed = given_seed(explicit if explicit is not None else typed)
+    if isinstance(seed, str):
+        raise PromptError(seed)
     return seed
 
 

@@ -39,7 +39,7 @@ def server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 async def test_the_bot_and_worker_users_render_and_the_worker_can_do_nothing_more(
-    server: NatsServer, tmp_path: Path
+    server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     worker_url = server.url_for("worker-1", PASSWORDS["EASEL_NATS_WORKER_1_PASSWORD"])
     errors: list[str] = []
@@ -78,6 +78,8 @@ async def test_the_bot_and_worker_users_render_and_the_worker_can_do_nothing_mor
     assert image.seed == 2 and image.png.startswith(b"\x89PNG") and len(steps) == 3
     await spy.close()
     assert overheard == []
+    # Its heartbeat (the models it has) reached the broker: no right refused.
+    assert not [r for r in caplog.records if "refuses this worker's" in r.getMessage()]
 
     intruder = await nats_client.connect(
         worker_url, error_cb=on_error, inbox_prefix=worker_inbox_prefix(worker_url)

@@ -49,13 +49,19 @@ class NatsTransport:
         # One key for every client: a "restarted" bot verifies its predecessor's jobs.
         self.job_key = secrets.token_bytes(32)
 
-    async def client(self, slots: int = 2, ack_wait_s: float = TEST_ACK_WAIT_S) -> BrokerClient:
+    async def client(
+        self,
+        slots: int = 2,
+        ack_wait_s: float = TEST_ACK_WAIT_S,
+        unserved_wait_s: float = BrokerConfig.unserved_wait_s,
+    ) -> BrokerClient:
         config = BrokerConfig(
             self.server.url,
             slots=slots,
             ack_wait_s=ack_wait_s,
             result_recheck_s=0.3,
             job_key=self.job_key,
+            unserved_wait_s=unserved_wait_s,
         )
         client = await BrokerClient.open(config)
         self._clients.append(client)
@@ -66,14 +72,14 @@ class NatsTransport:
         engine: InstantEngine,
         devices: tuple[str, ...] = ("gpu-0",),
         fetch_timeout_s: float = WorkerConfig.fetch_timeout_s,
-        unpulled_wait_s: float = WorkerConfig.unpulled_wait_s,
+        heartbeat_s: float = WorkerConfig.heartbeat_s,
     ) -> None:
         config = WorkerConfig(
             self.server.url,
             devices,
             idle_poll_s=0.1,
             fetch_timeout_s=fetch_timeout_s,
-            unpulled_wait_s=unpulled_wait_s,
+            heartbeat_s=heartbeat_s,
         )
         self._workers.append(asyncio.create_task(serve(config, lambda _: engine, self._stop)))
 

@@ -249,10 +249,15 @@ async def kept_undelivered(settings: Settings) -> tuple[journal.JobRecord, int, 
 
 
 async def journaled_before_start(
-    fake: FakeDiscord, settings: Settings, user_id: int, prompt: str
+    fake: FakeDiscord,
+    settings: Settings,
+    user_id: int,
+    prompt: str,
+    where: tuple[int, int] | None = None,
 ) -> str:
-    """A quick /imagine of ``user_id`` in the fake's channel, journaled queued by the previous
-    process (stopped before it rendered); its id."""
+    """A quick /imagine of ``user_id`` in the fake's channel (``where``: in this server and
+    channel), journaled queued by the previous process (stopped before it rendered); its id."""
+    guild_id, channel_id = (fake.guild_id, fake.channel_id) if where is None else where
     conn = await connect(settings.database_path)
     try:
         return await JobQueue(conn, [], settings.images_dir).submit(
@@ -260,8 +265,8 @@ async def journaled_before_start(
                 "imagine",
                 RenderRequest(prompt, steps=2, width=64, height=64),
                 user_id,
-                fake.guild_id,
-                channel_id=fake.channel_id,
+                guild_id,
+                channel_id=channel_id,
             )
         )
     finally:

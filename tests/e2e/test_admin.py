@@ -165,6 +165,26 @@ async def test_a_default_model_must_be_installed(
         )
         assert set_to.content == "Default model: tiny."
         await imagine(fake_discord, "a cat")
+        # Removed from the folder since it was set: /easel-admin show says so, and which
+        # model a request naming none gets instead.
+        await bot.services.guild_policy.set_default_model(fake_discord.guild_id, owner, "gone")
+        shown = await reply_to(fake_discord, "easel-admin show", user=owner)
+        assert (
+            "default model: gone (not installed: a request naming no model gets the first "
+            "model installed)"
+        ) in shown.content
+        # The server's list allows only a model not installed either: such a request is
+        # refused, and show says so rather than naming that model as the one it gets.
+        await bot.services.guild_policy.change_list(
+            fake_discord.guild_id, owner, GuildList.ALLOWED_MODEL, "alsogone", add=True
+        )
+        shown = await reply_to(fake_discord, "easel-admin show", user=owner)
+        assert (
+            "default model: gone (not installed: a request naming no model is refused: "
+            "alsogone is not installed)"
+        ) in shown.content
+        refused = await reply_to(fake_discord, "imagine", {"prompt": "a cat", **QUICK})
+        assert refused.is_ephemeral and "alsogone" in refused.content, refused.content
 
 
 async def test_a_default_model_in_two_letter_cases_is_not_guessed(

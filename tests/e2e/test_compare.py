@@ -4,11 +4,14 @@ the server's limits and rules applied to every cell."""
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import pytest
 from PIL import Image
 
-from bot.app import build
+from bot.app import EaselBot, build
 from bot.jobs.accounting import Member
 from bot.policy.quota import Period
 from bot.services import Services
@@ -39,8 +42,23 @@ async def images_today(services: Services, fake: FakeDiscord) -> int:
     return next(p.images for p in report.periods if p.period is Period.DAY)
 
 
+def reads_of(bot: EaselBot, monkeypatch: pytest.MonkeyPatch, *methods: str) -> Counter[str]:
+    """How often each of ``methods`` of the bot's guild policy is called from now on."""
+    calls: Counter[str] = Counter()
+    policy = bot.services.guild_policy
+    for method in methods:
+        real = getattr(policy, method)
+
+        def counted(*args: Any, _real: Any = real, _method: str = method, **kwargs: Any) -> Any:
+            calls[_method] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(policy, method, counted)
+    return calls
+
+
 async def test_a_two_by_two_comparison_is_one_labelled_grid_charged_four(
-    fake_discord: FakeDiscord, start_easel: StartEasel
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = fake_discord
     async with start_easel() as bot:
@@ -83,8 +101,13 @@ async def test_a_two_by_two_comparison_is_one_labelled_grid_charged_four(
         assert await images_today(services, fake) == 5
 
         # Over the member's limit: refused privately, before anything is queued or charged.
+        # Before the answer, /compare reads the default model and the server's settings (its
+        # models list) once each, not again for its cells (each read may hop to a thread):
+        # 2 and 7 reads before, 1 and 4 now (the rest are the enabled check's and admission's).
+        reads = reads_of(bot, monkeypatch, "default_model_where", "settings")
         over = await fake.invoke_command("compare", options)
         refusal = await over.wait_for_original(lambda m: "⛔" in m.content)
+        assert reads["default_model_where"] == 1 and reads["settings"] <= 4, reads
         assert refusal.is_ephemeral and over.response_type == 4
         assert bot.queue.queued_count() == 0 and await images_today(services, fake) == 5
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.app import build
 from bot.settings import Settings
 from inference.describe import Captioner
@@ -30,8 +32,10 @@ def on_schnell_with_a_captioner(fake: FakeDiscord, tmp_path: Path) -> Settings:
 
 
 async def test_a_describe_suggestion_takes_the_default_model_s_family_defaults(
-    fake_discord: FakeDiscord, tmp_path: Path
+    fake_discord: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Its prompt's flags are read as /imagine's are; a --repeat is refused, as /compare's:
+    the button runs one /imagine."""
     fake = fake_discord
     settings = on_schnell_with_a_captioner(fake, tmp_path)
     assert settings.captioner_dir is not None
@@ -47,13 +51,20 @@ async def test_a_describe_suggestion_takes_the_default_model_s_family_defaults(
         assert infotext is not None and infotext.splitlines()[0] == expected[0]
         params = parse_infotext(infotext)[2]
         assert (params["Model"], params["Steps"], params["Sampler"]) == ("schnell", 4, "Euler")
+        monkeypatch.setattr("cogs.describe.suggestion_in", lambda content, number: "a --repeat 2")
+        click = await fake.click(described, label="1")
+        refused = await click.wait_for_original(
+            lambda m: not m.is_loading, timeout=RENDER_TIMEOUT_S
+        )
+        assert refused.is_ephemeral and "leave out --repeat" in refused.content, refused.summary()
 
 
 async def test_a_describe_suggestion_refusing_a_settings_sampler_names_settings(
-    fake_discord: FakeDiscord, tmp_path: Path
+    fake_discord: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sampler saved with /settings that schnell does not take: the suggestion's button is
-    refused privately, naming /settings and how to change it, and nothing is queued."""
+    refused privately, naming /settings and how to change it, and nothing is queued. So is
+    one that is no sampler (kept from before /settings checked it), as /imagine's is."""
     fake = fake_discord
     bot = build(on_schnell_with_a_captioner(fake, tmp_path))
     async with running_bot(fake, bot):
@@ -70,4 +81,12 @@ async def test_a_describe_suggestion_refusing_a_settings_sampler_names_settings(
         assert "does not work with Flux schnell models" in refused.content, refused.content
         assert "That sampler comes from your /settings" in refused.content, refused.content
         assert "`/settings sampler:`" in refused.content, refused.content
+        monkeypatch.setattr("bot.policy.member_settings._check_values", lambda settings: None)
+        await bot.services.member_settings.update(fake.user_id, {"sampler": "Eular a"})
+        click = await fake.click(described, label="1")
+        refused = await click.wait_for_original(
+            lambda m: not m.is_loading, timeout=RENDER_TIMEOUT_S
+        )
+        assert refused.content.startswith("Unknown sampler 'Eular a'"), refused.content
+        assert "That sampler comes from your /settings" in refused.content, refused.content
         assert bot.queue.queued_count() == 0

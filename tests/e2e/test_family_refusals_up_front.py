@@ -26,9 +26,10 @@ from tests.e2e.test_combined_edits import answered
 from tests.fake_discord import FakeDiscord
 
 
-@pytest.fixture
-def easel_settings_for_test(fake_discord: FakeDiscord, tmp_path: Path) -> Settings:
-    models = tmp_path / "models"
+@pytest.fixture(scope="module")
+def family_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Written once for the file: no test changes a model, and the five cost seconds."""
+    models = tmp_path_factory.mktemp("family-models")
     write_tiny_model(models / "my-flux", family="flux")
     write_tiny_model(models / "sd", family="sd15")
     write_tiny_model(models / "xl", family="sdxl")
@@ -39,7 +40,16 @@ def easel_settings_for_test(fake_discord: FakeDiscord, tmp_path: Path) -> Settin
     # it by its tensors, as SDXL.
     lying = write_tiny_checkpoint(models / "Stable-diffusion" / "xlie.safetensors", family="sdxl")
     save_file(load_file(lying), lying, metadata={"ss_base_model_version": "sd_v1"})
-    return easel_settings(fake_discord, tmp_path / "data", models, tmp_path / "wildcards")
+    return models
+
+
+@pytest.fixture
+def easel_settings_for_test(
+    fake_discord: FakeDiscord, tmp_path: Path, family_models_dir: Path
+) -> Settings:
+    return easel_settings(
+        fake_discord, tmp_path / "data", family_models_dir, tmp_path / "wildcards"
+    )
 
 
 FLUX = "does not work with Flux dev models here"
@@ -155,30 +165,48 @@ async def test_a_preset_keeps_no_sampler_its_model_cannot_take(
 async def test_a_saved_sampler_the_model_cannot_take_is_refused_naming_where_it_is_kept(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
-    """A sampler saved without a model (/settings, a preset) and used with Flux: the member
-    typed no sampler, so the refusal says where it is kept, as any saved value's does. (The
-    preset is saved under an SD default, which takes that sampler.)"""
+    """A sampler or clip skip saved without a model (/settings, a preset) and used with Flux:
+    the member typed none, so the refusal says where it is kept, as any saved value's does.
+    (The presets are saved under an SD default, which takes them.)"""
     async with start_easel() as bot:
         await reply_to(
             fake_discord, "easel-admin default-model", {"name": "sd"}, user=fake_discord.owner_id
         )
         await reply_to(fake_discord, "settings", {"sampler": "DPM++ SDE"})
         await reply_to(fake_discord, "presets save", {"name": "s", "sampler": "DPM++ SDE"})
-        for options, kept in (
-            (
-                {"model": "my-flux"},
-                "That sampler comes from your /settings: change it with `/settings sampler:`, "
-                "or clear them with `/settings reset:True`.",
-            ),
-            (
-                {"prompt": "a cat --preset s", "model": "my-flux"},
-                "That sampler comes from your preset `s`: save it again with `/presets save "
-                "name:s sampler:`, or delete it with `/presets delete`.",
-            ),
-        ):
-            reply = await reply_to(fake_discord, "imagine", {"prompt": "a cat", **QUICK, **options})
-            assert reply.is_ephemeral, (options, reply.content)
-            assert reply.content == f"{FLUX_SAMPLER} {kept}", (options, reply.content)
+        cases = [(FLUX_SAMPLER, "sampler", "s")]
+        # A saved clip skip is named as the sampler is (it was refused without where it is kept).
+        cases.append((f"Clip skip {FLUX}.", "clip_skip", "c"))
+        for refusal, option, preset in cases:
+            if option == "clip_skip":
+                await reply_to(fake_discord, "settings", {"reset": True})
+                await reply_to(fake_discord, "settings", {"clip_skip": 2})
+                await reply_to(fake_discord, "presets save", {"name": "c", "clip_skip": 3})
+            what = option.replace("_", " ")
+            for options, kept in (
+                (
+                    {"model": "my-flux"},
+                    f"That {what} comes from your /settings: change it with `/settings "
+                    f"{option}:`, or clear them with `/settings reset:True`.",
+                ),
+                (
+                    {"prompt": f"a cat --preset {preset}", "model": "my-flux"},
+                    f"That {what} comes from your preset `{preset}`: save it again with "
+                    f"`/presets save name:{preset} {option}:`, or delete it with "
+                    "`/presets delete`.",
+                ),
+            ):
+                reply = await reply_to(
+                    fake_discord, "imagine", {"prompt": "a cat", **QUICK, **options}
+                )
+                assert reply.is_ephemeral, (options, reply.content)
+                assert reply.content == f"{refusal} {kept}", (options, reply.content)
+        typed = await reply_to(
+            fake_discord,
+            "imagine",
+            {"prompt": "a cat", **QUICK, "model": "my-flux", "clip_skip": 2},
+        )
+        assert typed.content == f"Clip skip {FLUX}.", typed.content
         assert bot.queue.queued_count() == 0
 
 

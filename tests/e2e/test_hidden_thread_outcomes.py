@@ -22,6 +22,7 @@ from tests.e2e.helpers import (
     StartEasel,
     deliver_after_token_expiry,
     images_today,
+    journaled_before_start,
     kept_undelivered,
     reply_to,
 )
@@ -100,7 +101,8 @@ async def test_a_hidden_threads_result_with_dms_closed_is_refunded_and_recorded(
         assert "add Easel" not in job.withheld_why  # withdrawn: adding Easel brings nothing
         listed = await reply_to(fake, "history")
         [line] = [line for line in listed.content.splitlines() if job.id in line]
-        assert "not posted" in line and "rules" not in line, line
+        # Its maker is told why there too (it said only that Easel withheld it).
+        assert f"not posted: {UNSEEN_AND_DMS_CLOSED}; not counted" in line, line
         fake.set_thread_member(thread, fake.bot_user_id)
         shown = (await reply_to(fake, "show", {"job_id": job.id}, channel=thread)).content
         assert "never posted" in shown and "rules" not in shown, shown
@@ -174,6 +176,35 @@ async def test_a_result_of_a_server_that_removed_easel_while_it_was_offline_is_r
     [told] = dms_to(fake, B_MEMBER)
     assert "was not posted: Easel is no longer in the server it was made in" in told, told
     assert "/show" not in told, told
+    fake.take_violations()
+
+
+async def test_a_queued_job_of_a_server_that_removed_easel_while_it_was_offline_never_renders(
+    fake_discord: FakeDiscord, easel_settings_for_test: Settings
+) -> None:
+    """Queued when Easel stopped, its server removed Easel while it was offline: the start's
+    queue handed it out before Discord's READY, when no server reads as left, so it rendered
+    (GPU time for nothing) and was refunded only at delivery. Its start waits for READY now,
+    and the start gate ends it, refunded, never rendered."""
+    fake = fake_discord
+    other = fake.add_guild("Server B")
+    fake.add_member(B_MEMBER, "b-member", roles=(other.member_role_id,), guild=other.guild_id)
+    settings = easel_settings_for_test
+    job_id = await journaled_before_start(
+        fake, settings, B_MEMBER, "a barn", where=(other.guild_id, other.channel_id)
+    )
+    await fake.remove_bot(guild=other.guild_id)
+    engine = InstantEngine()
+    async with running_bot(fake, build(settings, lambda device: engine)) as bot:
+        async with asyncio.timeout(RENDER_TIMEOUT_S):
+            while not dms_to(fake, B_MEMBER):  # noqa: ASYNC110 (the fake's messages)
+                await asyncio.sleep(0.05)
+        job = await journal.get_job(bot._db, job_id)
+        assert job is not None and job.status is journal.JobStatus.CANCELLED, job
+        assert await images_today(bot.services, B_MEMBER, other.guild_id) == 0
+    assert engine.rendered == []
+    [told] = dms_to(fake, B_MEMBER)
+    assert "Easel is no longer in the server it was made in" in told, told
     fake.take_violations()
 
 

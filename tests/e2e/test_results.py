@@ -179,7 +179,10 @@ async def test_queue_position_progress_and_cancel_by_the_owner_only(
         cancelled = await (
             await fake_discord.click(queued, queued.custom_ids[0])
         ).wait_for_original(lambda m: not m.is_loading)  # answered first ("thinking…")
-        assert cancelled.is_ephemeral and "Cancelled; nothing was charged" in cancelled.content
+        # The Cancel button answers as /cancel does, naming the job (one table, one wording).
+        answer = cancelled.content
+        assert cancelled.is_ephemeral and answer.startswith("Cancelled job `"), answer
+        assert answer.endswith("`; nothing was charged."), answer
         ended = await waiting.wait_for_original(lambda m: "Cancelled (job" in m.content)
         assert not ended.custom_ids
 
@@ -199,7 +202,7 @@ async def test_queue_position_progress_and_cancel_by_the_owner_only(
         owner = await (await fake_discord.click(progress, cancel_long)).wait_for_original(
             lambda m: not m.is_loading
         )
-        assert "Stopping at the next step: you pay only for the GPU time used" in owner.content
+        assert "stops at the next step: you pay only for the GPU time used" in owner.content
         ended = await long_job.wait_for_original(
             lambda m: "Cancelled" in m.content, timeout=RENDER_TIMEOUT_S
         )

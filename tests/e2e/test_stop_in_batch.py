@@ -1,7 +1,8 @@
 """A member who stops their picture while it shares the device with another member's (one call
 renders both) sees it end at once: Cancel answers so, and its progress message says it
-stopped, without its preview nor a Cancel button, and shows nothing of it after; the partner's
-picture renders on and is posted. Over the fake Discord."""
+stopped, then (its end written at once: ``JobQueue._stopped_in_batch``) becomes its notice,
+without its preview nor a Cancel button, and shows nothing of it after, while the partner's
+picture still renders; that one renders on and is posted. Over the fake Discord."""
 
 from __future__ import annotations
 
@@ -52,20 +53,23 @@ async def test_a_picture_stopped_beside_anothers_ends_at_once_and_shows_no_more(
             assert "sharing the device with other pictures" in answer.content
             assert "you pay only for the GPU time until now" in answer.content
             # Before its batch ends (held before its last step until the test goes on).
-            stopped = await mine.wait_for_original(lambda m: "⏹️ Stopped" in m.content)
-            assert not stopped.attachments and not stopped.custom_ids
+            ended = await mine.wait_for_original(
+                lambda m: "Cancelled (job" in m.content, timeout=RENDER_TIMEOUT_S
+            )
+            assert not ended.attachments and not ended.custom_ids
             engine.finish_batch.set()
             posted = await theirs.wait_for_original(
                 lambda m: "Rendering" not in m.content and bool(m.attachments),
                 timeout=RENDER_TIMEOUT_S,
             )
             assert [a.filename.endswith(".png") for a in posted.attachments] == [True]
-            ended = await mine.wait_for_original(
-                lambda m: "Cancelled (job" in m.content, timeout=RENDER_TIMEOUT_S
-            )
-            assert not ended.attachments
+            assert mine.original is not None and mine.original.content == ended.content
     assert engine.batches[-1] == 2
     edits = edits_of(fake, mine)
-    told = next(i for i, call in enumerate(edits) if "⏹️ Stopped" in call.json["content"])
+    told = next(
+        i
+        for i, call in enumerate(edits)
+        if any(said in call.json["content"] for said in ("⏹️ Stopped", "Cancelled (job"))
+    )
     assert any(("preview.jpg", len(b"\xff\xd8 a preview")) in call.files for call in edits[:told])
     assert not any(call.files for call in edits[told:])  # no preview of it from then on

@@ -10,6 +10,7 @@ import pytest
 
 import cogs.history
 from bot.app import EaselBot, build
+from bot.history import WITHHELD_AUDITED_AS
 from bot.policy.moderation import WITHHELD_IN_DIRECT_MESSAGES
 from bot.settings import Settings
 from cogs.history import ERASE_EVERYTHING
@@ -220,7 +221,7 @@ async def test_a_result_withheld_by_a_mistaken_banned_word_is_in_the_audit_by_it
             lambda m: not any("cancel" in c for c in m.custom_ids), timeout=RENDER_TIMEOUT_S
         )
         audit = (await reply_to(fake, "easel-admin audit", user=owner)).content
-        assert "results withheld (a rule changed during their render)" in audit
+        assert WITHHELD_AUDITED_AS in audit
         assert job in audit
         assert "not named" not in audit and "cat on a mat" not in audit
         shown = (await reply_to(fake, "show", {"job_id": job})).content

@@ -421,9 +421,11 @@ class RestApi:
 
     async def bot_removed(self, guild_id: int) -> None:
         """The bot is no longer a member of ``guild_id`` (it left, or was removed): GUILD_DELETE
-        without ``unavailable``; a later READY no longer lists the guild."""
+        without ``unavailable`` (none before a bot ever identified: it learns at its READY);
+        a later READY no longer lists the guild."""
         self.state.remove_member(self.state.bot_user_id, guild_id)
-        await self.gateway.dispatch("GUILD_DELETE", {"id": str(guild_id)})
+        if self.gateway.session is not None:
+            await self.gateway.dispatch("GUILD_DELETE", {"id": str(guild_id)})
 
     async def get_guild(self, request: web.Request) -> web.Response:
         guild = self.state.guild_json(with_members=False, guild_id=self._check_guild(request))

@@ -405,7 +405,9 @@ class FakeDiscord:
         self, method: str, route: str, *, times: int = 1, status: int = 503, landed: bool = False
     ) -> None:
         """Answers the next ``times`` calls on ``method route`` with Discord's server error
-        ``status`` (discord.py retries 500, 502 and 504 for seconds; 503 reaches the caller),
+        ``status`` (discord.py's REST calls retry 500, 502 and 504 for seconds and a 503
+        reaches the caller; its webhook calls retry every 5xx, with waits cut to a hundredth
+        in tests except an interaction's first response: tests/support/discord_retries.py),
         or with none: ``CONNECTION_DROPPED`` closes the connection (aiohttp sends a GET again
         once on a new one, then its ServerDisconnectedError reaches the caller: plan two).
         ``landed``: each call takes effect first, only its answer is lost (a Cloudflare 502

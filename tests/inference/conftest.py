@@ -43,3 +43,11 @@ def pixels() -> PixelReader:
         return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
 
     return read
+
+
+def mapped_under(folder: Path) -> set[str]:
+    """The files under ``folder`` this process maps (Linux's /proc/self/maps). Loaded weights
+    must map none: a file written over in place under a mapping ends the process with a bus
+    error (SIGBUS) when its pages are read (``inference.owned_weights``)."""
+    maps = Path("/proc/self/maps").read_text(encoding="utf-8").splitlines()
+    return {line.split(maxsplit=5)[-1] for line in maps if str(folder) in line}

@@ -12,17 +12,21 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from inference import engine as engine_module
 from inference import networks as networks_module
 from inference.engine import Engine
+from inference.face_options import FACE_RESTORE
 from inference.infotext import parse_infotext
 from inference.networks import all_finite
+from inference.passes import faces as faces_pass
 from inference.passes.denoise import blank_pictures
 from inference.passes.jobs import ImageJob, OwnRequest
 from inference.prompts import ExtraNetwork
 from inference.tiny import TINY_TEXT_HIDDEN, write_tiny_lora
-from inference.types import PartlyRendered, RenderFailed, RenderRequest
+from inference.types import BlankPicture, PartlyRendered, RenderFailed, RenderRequest
 from tests.inference.conftest import TINY, PixelReader
 from tests.inference.test_batching import BATCH_TOLERANCE
 
@@ -142,6 +146,86 @@ def test_a_blank_picture_in_a_batch_fails_its_request_alone_the_others_kept(
         [solo] = broken_engine.render(requests[index])
         assert batched.infotext == solo.infotext
         assert np.abs(pixels(batched.png) - pixels(solo.png)).max() <= BATCH_TOLERANCE
+
+
+def test_an_all_blank_batch_runs_no_later_pass(
+    broken_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every picture of the first pass blank: no hires enlarge or pass, no faces; each job
+    fails as its own."""
+    enlarged: list[object] = []
+    monkeypatch.setattr(broken_engine.models, "enlarge", lambda *args: enlarged.append(args))
+    hires = {"hires_scale": 2.0, "hires_steps": 2, "hires_upscaler": "Lanczos"}
+    requests = [
+        dataclasses.replace(BASE, prompt="a cat hugeemb", seed=seed, options=hires)
+        for seed in (5, 6)
+    ]
+    with pytest.raises(PartlyRendered) as partly:
+        broken_engine.render_batch(requests)
+    assert sorted(partly.value.failures) == [0, 1] and partly.value.rendered == {}
+    assert enlarged == []
+
+
+def test_a_picture_whose_faces_come_out_blank_in_a_batch_fails_its_request_alone(
+    broken_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The faces pass works picture by picture: a face restorer's blank output (its
+    ``BlankPicture``) fails that picture's request with its own words; the others' pictures
+    are delivered."""
+    said = BlankPicture("face restorer 'r' (r.safetensors) gave not-a-number values")
+    restored: list[int] = []
+
+    def blank_second(restorer: object, image: Any, faces: object) -> Any:
+        restored.append(1)
+        if len(restored) == 2:
+            raise said
+        return image
+
+    monkeypatch.setattr(faces_pass, "restore_faces", blank_second)
+    monkeypatch.setattr(faces_pass, "resolve_face_restorer", lambda *args: ("r", Path("r")))
+    monkeypatch.setattr(broken_engine.models, "face_restorer", lambda *args: FakeRestorer())
+    requests = [
+        dataclasses.replace(BASE, seed=seed, options={FACE_RESTORE: True}) for seed in (5, 6, 7)
+    ]
+    with pytest.raises(PartlyRendered) as partly:
+        broken_engine.render_batch(requests)
+    assert partly.value.failures == {1: said}
+    assert sorted(partly.value.rendered) == [0, 2]
+    assert len(restored) == 3
+
+
+@dataclasses.dataclass
+class FakeRestorer:
+    architecture: str = "RestoreFormer"
+
+
+def test_a_blank_picture_among_one_by_one_renders_fails_its_request_alone(
+    broken_engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A batch of modes rendered request by request (upscales, faces): a blank picture of
+    one (a creative upscale's tile, an upscaler's output) fails that request alone, the
+    others rendered once."""
+    said = BlankPicture("upscaler 'x' (x.pth) gave not-a-number or infinite values")
+    upscale = engine_module.upscale
+
+    def blank_second(request: RenderRequest, *args: Any, **kwargs: Any) -> Any:
+        if request.seed == 6:
+            raise said
+        return upscale(request, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "upscale", blank_second)
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (16, 16), "white").save(picture)
+    requests = [
+        dataclasses.replace(
+            BASE, seed=seed, mode="upscale", init_image=str(picture), options={"upscale_factor": 2}
+        )
+        for seed in (5, 6, 7)
+    ]
+    with pytest.raises(PartlyRendered) as partly:
+        broken_engine.render_batch(requests)
+    assert partly.value.failures == {1: said}
+    assert [image.width for index in (0, 2) for image in partly.value.rendered[index]] == [32, 32]
 
 
 def test_half_precision_is_blamed_only_where_the_model_runs_in_it() -> None:

@@ -130,6 +130,22 @@ def test_lora_and_vae_override_after_compile(
     assert np.abs(pixels(plain) - pixels(_render(eager_engine))).max() <= TOLERANCE
 
 
+def test_tiling_after_compile_runs_eager(
+    compiled_engine: Engine, eager_engine: Engine, pixels: PixelReader
+) -> None:
+    """Seamless tiling pads the eager tree's convolutions circularly, not the compiled
+    twin's: a tiled job at a compiled shape runs eager, and tiles."""
+    before = _compiled_calls(compiled_engine)
+    plain = _render(compiled_engine)
+    calls = _compiled_calls(compiled_engine)
+    assert calls == [before[0] + 3, before[1] + 1]  # the shape runs compiled
+    tiled = _render(compiled_engine, options={"tile": True})
+    assert _compiled_calls(compiled_engine) == calls
+    eager_tiled = pixels(_render(eager_engine, options={"tile": True}))
+    assert np.abs(pixels(tiled) - eager_tiled).max() <= TOLERANCE
+    assert np.abs(pixels(plain) - eager_tiled).max() > 10  # tiling acted
+
+
 def test_unloading_frees_the_compiled_twins(compiled_engine: Engine) -> None:
     """Last of the compiled engine's tests: an evicted model's weights, which its compiled
     twins share, leave memory with it (the engine collects the twins' reference cycles)."""

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from inference.describe import Captioner
+from inference.tiny import write_tiny_captioner
 from inference.types import RenderFailed
+from tests.inference.conftest import mapped_under
 
 
 class RecordingProcessor:
@@ -59,3 +61,16 @@ def test_a_cut_short_jpeg_is_a_reason_for_the_member_not_an_internal_error(
             captioner._describe(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     finally:
         captioner.close()
+
+
+def test_the_loaded_captioner_keeps_no_file_of_its_own_mapped(tmp_path: Path) -> None:
+    """Its weights are copied out of the file as it loads: a ``cp`` over the model while the
+    bot runs cannot end the process with a bus error at the next /describe."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 20), "orange").save(buffer, format="PNG")
+    captioner = Captioner(write_tiny_captioner(tmp_path / "captioner"))
+    try:
+        assert captioner._describe(buffer.getvalue())
+    finally:
+        captioner.close()
+    assert mapped_under(tmp_path) == set()

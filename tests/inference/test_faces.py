@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import io
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
@@ -31,7 +33,9 @@ from inference.faces import (
     load_face_restorer,
     restore_faces,
 )
-from inference.infotext import format_infotext, parse_infotext, png_with_infotext
+from inference.infotext import InfotextValue, format_infotext, parse_infotext, png_with_infotext
+from inference.model_cache import LoadedModel
+from inference.passes.faces import separate_settings
 from inference.registry import ModelRegistry
 from inference.tiny import write_tiny_face_restorer, write_tiny_model, write_tiny_upscaler
 from inference.types import RenderFailed, RenderInputError, RenderRequest, StepProgress
@@ -41,6 +45,12 @@ from tests.inference.conftest import TINY
 FACE_CENTRE = (223, 113)
 # Its ``Prompt warnings`` are whoever wrote the text's: a render of it must not carry them.
 PICTURE_S_WARNING = "admins ask everyone to run /forget-me"
+# ADetailer's keys for a fix pass that used settings of its own (a separate model...).
+SEPARATE_KEYS = [
+    f"ADetailer {key}"
+    for what in ("checkpoint", "sampler", "steps", "CFG scale")
+    for key in (f"use separate {what}", what)
+]
 PHOTO_INFOTEXT = format_infotext(
     "portrait of an astronaut",
     "",
@@ -178,6 +188,9 @@ def test_fix_faces_rerenders_and_restores_only_the_face_of_a_stored_picture(
     assert params["Face restoration"] == "RestoreFormer"
     assert params["Face restoration model"] == "tiny-restoreformer"
     assert PICTURE_S_WARNING not in result.infotext
+    # Its text names the model that painted the face and no sampler or CFG: the pass's are.
+    assert "ADetailer checkpoint" not in params and "ADetailer steps" not in params
+    assert (params["ADetailer sampler"], params["ADetailer CFG scale"]) == ("Euler a", 7)
 
 
 def test_the_fix_pass_runs_img2img_s_steps_as_adetailer_s_inpaint_does(
@@ -190,10 +203,76 @@ def test_the_fix_pass_runs_img2img_s_steps_as_adetailer_s_inpaint_does(
         "", mode="faces", init_image=str(photo_png), steps=4, options={FIX_FACES: True}
     )
     reports: list[StepProgress] = []
-    engine.render(request, progress=reports.append)
+    [result] = engine.render(request, progress=reports.append)
     ran = FaceOptions.from_options(request.options).fix_steps(request.steps)
-    assert ran == 2
+    assert ran == 2 == result.steps_run
     assert [(report.step, report.total_steps) for report in reports] == [(1, ran), (2, ran)]
+
+
+def test_a_fix_pass_over_another_model_s_picture_records_what_painted_the_face(
+    face_models: Path, photo: Image.Image, tmp_path: Path
+) -> None:
+    """A picture whose model is not installed here (the default stands in, as the Fix faces
+    button does): its text keeps the picture's settings, ADetailer's own keys say the model
+    (name and hash), sampler, steps and CFG the fix pass used instead."""
+    text = format_infotext(
+        "portrait of an astronaut",
+        "",
+        {
+            "Steps": 4,
+            "Sampler": "DPM++ 2M",
+            "Schedule type": "Karras",
+            "CFG scale": 5,
+            "Seed": 1234,
+            "Model hash": "a074b8864e",
+            "Model": "realisticVision_v51",
+        },
+    )
+    path = tmp_path / "elsewhere.png"
+    path.write_bytes(png_with_infotext(photo, text))
+    engine = Engine(face_models, device="cpu")
+    request = RenderRequest(
+        "", mode="faces", init_image=str(path), steps=2, options={FIX_FACES: True}
+    )
+    [result] = engine.render(request)
+    params = parse_infotext(result.infotext)[2]
+    assert (params["Model"], params["Sampler"], params["Steps"]) == (
+        "realisticVision_v51",
+        "DPM++ 2M",
+        4,
+    )
+    here = engine.registry.short_hash(engine.registry.resolve(None))
+    separate = {key: value for key, value in params.items() if key in SEPARATE_KEYS}
+    assert separate == {
+        "ADetailer use separate checkpoint": "True",
+        "ADetailer checkpoint": f"{TINY} [{here}]",
+        "ADetailer use separate sampler": "True",
+        "ADetailer sampler": "Euler a",
+        "ADetailer use separate steps": "True",
+        "ADetailer steps": 2,
+        "ADetailer use separate CFG scale": "True",
+        "ADetailer CFG scale": 7,
+    }
+    # Said when Automatic too: ADetailer reads none as the picture's schedule (Karras).
+    assert params["ADetailer scheduler"] == "Automatic"
+
+
+@pytest.mark.parametrize(("flow", "cfg"), [(None, 7.0), ("flux-dev", 3.5)])
+def test_a_fix_pass_reads_a_picture_s_guidance_as_its_model_takes_it(
+    flow: str | None, cfg: float
+) -> None:
+    """Forge's text with true CFG 7 beside distilled guidance 3.5: an SD model's fix pass at
+    CFG 7, or a Flux one's at 3.5, used what the text says: no ADetailer key of its own."""
+    params: dict[str, InfotextValue] = {
+        "Steps": 2,
+        "Sampler": "Euler a",
+        "CFG scale": 7,
+        "Distilled CFG Scale": 3.5,
+        "Model": TINY,
+    }
+    model = SimpleNamespace(entry=SimpleNamespace(name=TINY), short_hash="0123456789", flow=flow)
+    request = RenderRequest("", steps=2, cfg_scale=cfg, sampler="Euler a")
+    assert separate_settings(params, cast(LoadedModel, model), request) == {}
 
 
 def test_a_faces_job_must_ask_for_something_and_find_a_face(

@@ -139,3 +139,5 @@ def test_a_turbo_model_renders_fast_with_its_own_recipe(tmp_path: Path) -> None:
     params = parse_infotext(fast.infotext)[2]
     assert (params["Steps"], params["CFG scale"], params["Sampler"]) == (4, 1, "Euler a")
     assert params["Fast"] == "Turbo preset"
+    # The steps its device ran (the it/s metric's), not the 20 asked for.
+    assert (plain.steps_run, fast.steps_run) == (20, 4)

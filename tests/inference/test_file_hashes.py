@@ -17,6 +17,7 @@ import pytest
 from bot.infotext_import import installed_in, request_from_infotext_text
 from inference import file_hashes
 from inference.file_hashes import HASHES_FILE, NotSafetensorsError, file_sha256
+from inference.file_versions import file_stamp
 from inference.passes.networks import hash_list, short_hashes
 from inference.registry import ModelRegistry
 from tests.support.checkpoint_files import stand_in_checkpoint
@@ -34,6 +35,21 @@ def test_a_file_replaced_keeping_its_size_and_mtime_is_hashed_again(tmp_path: Pa
     copy.replace(model)
     assert (model.stat().st_size, model.stat().st_mtime) == (stat.st_size, stat.st_mtime)
     assert file_sha256(model, hashes_file, tmp_path) == hashlib.sha256(b"weights B").hexdigest()
+
+
+def test_a_digest_is_kept_by_the_model_cache_s_file_stamp_and_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hashes file keeps each digest by the stamp the model cache keeps its weights by
+    (``file_stamp``: device included); the next process reads it back, not the file."""
+    model, hashes_file = tmp_path / "m.safetensors", tmp_path / "data" / HASHES_FILE
+    model.write_bytes(b"weights A")
+    digest = file_sha256(model, hashes_file, tmp_path)
+    [entry] = json.loads(hashes_file.read_text(encoding="utf-8")).values()
+    assert entry == {"stamp": list(file_stamp(model) or ()), "sha256": digest}
+    monkeypatch.setattr(file_hashes, "_known", {})  # another process
+    monkeypatch.setattr(file_hashes, "_digest", lambda file: pytest.fail(f"{file} read again"))
+    assert file_sha256(model, hashes_file, tmp_path) == digest
 
 
 def test_digests_stored_at_the_same_time_are_all_kept(
@@ -54,7 +70,7 @@ def test_digests_stored_at_the_same_time_are_all_kept(
     monkeypatch.setattr(file_hashes, "_read", read_then_wait)
     stores = [
         threading.Thread(
-            target=file_hashes._store, args=(hashes_file, (name, 1, 1.0, 1, 1), name * 64)
+            target=file_hashes._store, args=(hashes_file, (name, (1, 1, 1, 1, 1)), name * 64)
         )
         for name in ("a", "b")
     ]

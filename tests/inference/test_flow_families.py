@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from inference.compile import Compiler
 from inference.engine import Engine
@@ -78,6 +80,8 @@ def test_each_family_renders_with_its_guidance_and_reads_weights_as_plain_text(
     assert "takes no weights" in fields["Prompt warnings"]
     assert fields["Sampler"] == "Euler" and fields["Model"] == model
     assert fields.get("Distilled CFG Scale") == guidance
+    # Only SD3 runs true CFG; Flux's text says 1, as Forge's does.
+    assert fields["CFG scale"] == (3.5 if model == "sd3" else 1)
     other_cfg, _ = render(engine, model, prompt="a red cat", cfg_scale=6)
     # SD3's CFG and Flux dev's distilled guidance change the picture; schnell has none.
     assert np.array_equal(other_cfg, plain) == (model == "schnell")
@@ -199,6 +203,36 @@ def test_a_lora_removed_since_its_folder_was_listed_is_skipped_with_a_warning(
     assert np.array_equal(picture, plain)
     assert "LoRA 'gone' skipped: it is no longer installed" in fields["Prompt warnings"]
     assert fields.get("Lora hashes") is None
+
+
+def test_a_lora_that_does_not_fit_is_refused_and_leaves_nothing_loaded(
+    engine: Engine, models: Path
+) -> None:
+    """diffusers loads a LoRA's transformer part before its text encoder's: when the latter
+    does not fit, what loaded must come off the shared model with the refusal, or every
+    later job renders with it and every later LoRA is refused."""
+    plain, _ = render(engine, "flux")
+    pipeline = engine.models.loaded["flux"].pipeline
+    name, projection = next(
+        (name, module)
+        for name, module in pipeline.text_encoder.named_modules()
+        if name.endswith("q_proj")
+    )
+    folder = models / "lora"
+    weights = load_file(folder / "flux-lora.safetensors")
+    # A text-encoder pair 3 columns wider than the model's projection.
+    weights[f"text_encoder.{name}.lora_A.weight"] = torch.zeros(4, projection.in_features + 3)
+    weights[f"text_encoder.{name}.lora_B.weight"] = torch.zeros(projection.out_features, 4)
+    save_file(weights, folder / "misfit.safetensors")
+    settle(folder)
+    with pytest.raises(RenderInputError, match=r"^LoRA misfit does not fit this model$"):
+        render(engine, "flux", prompt="a red cat <lora:misfit:1>")
+    assert not any(pipeline.get_list_adapters().values())
+    after, _ = render(engine, "flux")
+    assert np.array_equal(after, plain)
+    with_lora, fields = render(engine, "flux", prompt="a red cat <lora:flux-lora:1>")
+    assert str(fields["Lora hashes"]).startswith("flux-lora: ")
+    assert not np.array_equal(with_lora, plain)
 
 
 def test_progress_previews_and_cancel(engine: Engine) -> None:

@@ -115,6 +115,20 @@ def test_round_trip(value: str) -> None:
     assert parse_infotext(text) == ("a (cat:1.1),\nsecond line", "neg, ugly", params)
 
 
+def test_a_prompt_holding_the_negative_label_reads_back_whole() -> None:
+    """The words inside a prompt line are prompt (the web UI splits only at a line that
+    starts with them); only a text of one line (a paste that lost its breaks) is split there."""
+    prompt = "a cat, masterpiece Negative prompt: blurry, lowres"
+    params = {"Steps": 4, "Sampler": "Euler a", "CFG scale": 7, "Seed": 5}
+    written = format_infotext(prompt, "", params)
+    assert parse_infotext(written) == (prompt, "", params)
+    assert parse_infotext(written.replace("\n", " ")) == (
+        "a cat, masterpiece",
+        "blurry, lowres",
+        params,
+    )
+
+
 def test_unbalanced_quote_is_not_parameters() -> None:
     assert parse_parameters('Steps: 1, Model: "open, Seed: 2') is None
 

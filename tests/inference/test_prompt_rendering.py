@@ -17,6 +17,7 @@ from inference.conditioning import PromptEncoder
 from inference.engine import Engine
 from inference.guidance import PromptGuidance
 from inference.infotext import parse_infotext
+from inference.passes.output import SDXL_IGNORES_CLIP_SKIP
 from inference.prompts import build_plan
 from inference.tiny import build_tiny_pipeline, write_tiny_model
 from inference.types import RenderInputError, RenderRequest
@@ -248,6 +249,11 @@ def test_sdxl_renders_weights_and_and(tmp_path: Path, pixels: PixelReader) -> No
     assert not np.array_equal(plain, composed)
     halves = pixels(render(engine, "a cat:0.5 AND a cat:0.5"))
     assert np.abs(halves - plain).max() <= BATCH_TOLERANCE
+    # SDXL ignores clip skip, as the web UI's does: its text keeps it, and says so.
+    [skipped] = engine.render(dataclasses.replace(BASE, options={"clip_skip": 2}))
+    params = parse_infotext(skipped.infotext)[2]
+    assert (params["Clip skip"], params["Prompt warnings"]) == (2, SDXL_IGNORES_CLIP_SKIP)
+    assert np.array_equal(pixels(skipped.png), plain)
 
 
 def test_pad_conds_attends_empty_chunks_instead_of_masking(

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from inference.engine import Engine
-from inference.file_versions import file_stamp
+from inference.file_versions import PerFileVersion, file_stamp
 from inference.infotext import parse_infotext
 from inference.model_cache import LastLoaded
 from inference.model_upscale import load_upscaler
@@ -35,6 +35,7 @@ from inference.tiny import (
     write_tiny_vae,
 )
 from inference.types import RenderedImage, RenderFailed, RenderRequest
+from tests.inference.conftest import mapped_under
 
 REQUEST = RenderRequest("a lighthouse", seed=7, steps=2, width=64, height=64, model="m")
 # The same request rendered by two engines on the CPU comes out within this (float rounding);
@@ -63,9 +64,7 @@ def replace(new: Path, old: Path) -> None:
 
 
 def copy_under_way(new: Path, old: Path) -> None:
-    """``rm old && cp new old`` half-way. (Not written over in place: on the CPU the loaded
-    weights are the file's pages, mapped, and a file cut short under them ends the process
-    with a bus error when they are read.)"""
+    """``rm old && cp new old`` half-way."""
     old.unlink()
     old.write_bytes(new.read_bytes()[: new.stat().st_size // 2])
 
@@ -112,6 +111,25 @@ def test_a_diffusers_folder_swapped_by_a_link_is_loaded_again(tmp_path: Path) ->
         (models / "m.new").replace(models / "m")
 
     renders_the_new_weights(models, REQUEST, swap, "Model hash")
+
+
+@pytest.mark.parametrize("component", ["vae", "text_encoder"])
+def test_a_diffusers_folder_whose_component_alone_is_replaced_is_loaded_again(
+    tmp_path: Path, component: str
+) -> None:
+    """A VAE or text encoder moved over its file inside the folder (the folder and its UNet
+    as they were): the next job renders the new weights, as a fresh engine does."""
+    models = tmp_path / "models"
+    write_tiny_model(models / "m", seed=0)
+    write_tiny_model(tmp_path / "v2", seed=5)
+    engine = Engine(models)
+    [old] = engine.render(REQUEST)
+    assert mapped_under(tmp_path) == set()  # a component ``cp``-ed over ends nothing
+    [weights] = (tmp_path / "v2" / component).glob("*.safetensors")
+    replace(weights, models / "m" / component / weights.name)
+    [again] = engine.render(REQUEST)
+    [fresh] = Engine(models).render(REQUEST)
+    assert difference(again, fresh) <= SAME_WEIGHTS < OTHER_WEIGHTS < difference(again, old)
 
 
 def with_a_refiner(tmp_path: Path) -> tuple[Path, Path, Path, RenderRequest]:
@@ -221,6 +239,23 @@ def test_a_file_copied_over_with_its_mtime_kept_has_another_stamp(tmp_path: Path
     assert file_stamp(tmp_path / "gone.bin") is None
 
 
+def test_a_header_copied_over_with_its_size_and_mtime_kept_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """What the registry keeps of a file (its family, kind, completeness) is kept by the file's
+    whole stamp: a header replaced by ``cp -p`` with the same size is read again."""
+    header = tmp_path / "header.safetensors"
+    header.write_bytes(b"LoRA")
+    newer = tmp_path / "newer.safetensors"
+    newer.write_bytes(b"VAE.")
+    os.utime(newer, ns=(header.stat().st_atime_ns, header.stat().st_mtime_ns))
+    kinds = PerFileVersion(lambda path, size: path.read_bytes())
+    assert kinds(header, header.stat()) == b"LoRA"
+    shutil.copy2(newer, header)  # in place: the same inode, size and mtime
+    assert kinds(header, header.stat()) == b"VAE."
+    assert kinds(header, header.stat()) == b"VAE."
+
+
 def test_unchanged_files_keep_the_loaded_model(tmp_path: Path) -> None:
     models = tmp_path / "models"
     write_tiny_checkpoint(models / "m.safetensors", seed=0)
@@ -233,6 +268,7 @@ def test_unchanged_files_keep_the_loaded_model(tmp_path: Path) -> None:
     engine.render(request)
     assert engine.models.loaded["m"] is loaded
     assert engine.models.vae_for(loaded, models / "vae" / "v.safetensors") is vae
+    assert mapped_under(tmp_path) == set()  # a checkpoint or VAE ``cp``-ed over ends nothing
 
 
 def test_an_upscaler_copied_over_with_its_mtime_kept_is_loaded_again(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from PIL import Image
 
 from inference.segment import load_segmenter, segment, write_tiny_clipseg
 from inference.types import RenderInputError
+from tests.inference.conftest import mapped_under
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def test_the_mask_has_the_pictures_size_and_is_black_and_white(
     mask = segment(models_dir, picture(tmp_path), "the sky")
     assert mask.mode == "L" and mask.size == (96, 64)
     assert set(np.unique(np.asarray(mask))) <= {0, 255} and mask.getextrema()[1] == 255
+    assert mapped_under(models_dir) == set()  # a ``cp`` over the loaded model ends nothing
 
 
 def test_without_a_model_the_member_is_told_to_ask_an_admin_and_the_log_names_the_folder(

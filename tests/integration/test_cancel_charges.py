@@ -8,13 +8,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
+import pytest
 
 from bot.jobs.accounting import Member
 from bot.jobs.queue import CancelOutcome, FinishedJob, JobQueue, Submission
+from bot.jobs.scheduler import FairScheduler
 from bot.policy.quota import Period, period_start
+from bot.user_errors import UserError
+from db import jobs as journal
 from db import quotas as ledger
 from inference.types import RenderRequest, StepProgress
 from inference.worker import DeviceWorker
@@ -127,10 +133,27 @@ async def test_a_stop_the_owner_did_not_choose_is_refunded_whole(
         assert await spent_today(conn, user_id) == ledger.Usage(images=0, gpu_seconds=0.0)
 
 
-async def test_a_job_stopped_beside_a_partner_is_shown_no_more_and_its_partner_renders_on(
-    conn: aiosqlite.Connection, tmp_path: Path
-) -> None:
-    with SharedBatchEngine(seconds=2.0, preview=b"a preview") as engine:
+@dataclass
+class RenderingBeside:
+    """A started queue whose device renders a job of ``STOPPED_IN_BATCH`` and one of
+    ``PARTNER`` as one batch (after one of ``LONE``), held before its last step
+    (``SharedBatchEngine.finish_batch``)."""
+
+    queue: JobQueue
+    sink: RecordingSink
+    stopped: str  # the job of STOPPED_IN_BATCH
+    partner: str
+    reports: list[tuple[str, int]]  # (job, step) of each progress report
+    told_stopped: list[tuple[str, bool]]  # what the queue's stopped listener was told
+
+    @classmethod
+    async def started(
+        cls,
+        conn: aiosqlite.Connection,
+        tmp_path: Path,
+        engine: SharedBatchEngine,
+    ) -> RenderingBeside:
+        """Once the stopped job reported its first step (stop the queue when done)."""
         engine.finish_lone.clear()  # the first held until the two after it are queued
         queue, sink = await started_queue(
             conn, [DeviceWorker("cpu", lambda _: engine)], tmp_path / "images"
@@ -153,14 +176,51 @@ async def test_a_job_stopped_beside_a_partner_is_shown_no_more_and_its_partner_r
                 while (stopped, 1) not in reports:
                     stepped.clear()
                     await stepped.wait()
+        except BaseException:
+            await queue.stop()
+            raise
+        return cls(queue, sink, stopped, partner, reports, told_stopped)
+
+
+async def test_a_job_stopped_beside_a_partner_ends_at_once_and_its_partner_renders_on(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped in a shared render, a job is shown no more and ends at once (the journal,
+    /queue, its notice, its charge, its scheduler slot paid as measured), while its partner's
+    picture still renders; the render's end records and tells nothing more of it."""
+    finished: dict[str, float | None] = {}
+    finish = FairScheduler.finish
+
+    def measured_finish(self: FairScheduler, job_id: str, used_s: float | None = None) -> None:
+        finished[job_id] = used_s
+        finish(self, job_id, used_s)
+
+    monkeypatch.setattr(FairScheduler, "finish", measured_finish)
+    with SharedBatchEngine(seconds=2.0, preview=b"a preview") as engine:
+        batch = await RenderingBeside.started(conn, tmp_path, engine)
+        queue, sink, stopped, partner = batch.queue, batch.sink, batch.stopped, batch.partner
+        reports, told_stopped = batch.reports, batch.told_stopped
+        try:
             outcome = await queue.cancel(stopped, Member(STOPPED_IN_BATCH, GUILD))
             after_cancel = len(reports)
             assert outcome is CancelOutcome.STOPPED_IN_BATCH
             assert told_stopped == [(stopped, True)]  # at once, not when the batch ends
-            engine.finish_batch.set()  # held before its last step until now
+            # Ended already, the batch held before its last step until now:
+            record = await journal.get_job(conn, stopped)
+            assert record is not None and record.status is journal.JobStatus.CANCELLED
+            assert {r.job.job_id for r in queue.snapshot().running} == {partner}
+            await sink.wait_for(2)  # the lone job's picture, then its notice
+            assert sink.delivered[-1].job_id == stopped
+            charged = await spent_today(conn, STOPPED_IN_BATCH)
+            engine.finish_batch.set()
             await sink.wait_for(3)
         finally:
             await queue.stop()
+    assert [job.job_id for job in sink.delivered].count(stopped) == 1
+    assert await spent_today(conn, STOPPED_IN_BATCH) == charged  # charged once, at its stop
+    assert charged.images == 0 and charged.gpu_seconds > 0
+    # Its fair turn is paid what it used, as its charge, not its estimate.
+    assert finished[stopped] == pytest.approx(charged.gpu_seconds)
     assert engine.batches[-1] == 2
     heard_after = [job_id for job_id, _step in reports[after_cancel:]]
     assert stopped not in heard_after
@@ -168,6 +228,94 @@ async def test_a_job_stopped_beside_a_partner_is_shown_no_more_and_its_partner_r
     outcomes = {job.user_id: (job.succeeded, job.error) for job in sink.delivered}
     assert outcomes[STOPPED_IN_BATCH] == (False, "cancelled")
     assert outcomes[PARTNER] == (True, None)
+
+
+async def test_an_imposed_stop_in_a_shared_batch_tries_its_end_once_and_a_click_meanwhile_waits(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ban's stop of a job rendering beside a partner ends it at once, its end tried once
+    (a busy database kept for the sweep, not tried for minutes while the ban waits); while
+    that end is written, its member's click is told it is being cancelled, not finished."""
+    tries: list[str] = []
+    writing = asyncio.Event()
+    refused = asyncio.Event()  # the first try of the stopped job's end waits for it
+    mark_failed = journal.mark_failed
+
+    async def busy_for_the_stopped(
+        c: aiosqlite.Connection, job_id: str, *args: Any, **kwargs: Any
+    ) -> None:
+        if job_id != batch.stopped:
+            return await mark_failed(c, job_id, *args, **kwargs)
+        tries.append(job_id)
+        # Tried again (after the queue's first retry wait): the ban's cancel raises this.
+        assert len(tries) == 1, "an imposed stop's end tried again"
+        writing.set()
+        await refused.wait()
+        raise aiosqlite.OperationalError("database is locked")
+
+    monkeypatch.setattr(journal, "mark_failed", busy_for_the_stopped)
+    member = Member(STOPPED_IN_BATCH, GUILD)
+    with SharedBatchEngine(seconds=0.5) as engine:
+        batch = await RenderingBeside.started(conn, tmp_path, engine)
+        ban = asyncio.create_task(batch.queue.cancel(batch.stopped, member, imposed=True))
+        try:
+            async with asyncio.timeout(20):
+                await writing.wait()
+            with pytest.raises(UserError, match="being cancelled already"):
+                await batch.queue.cancel(batch.stopped, member)
+            refused.set()
+            async with asyncio.timeout(20):
+                assert await ban is CancelOutcome.STOPPING_FREE
+            assert tries == [batch.stopped]
+            engine.finish_batch.set()
+            await batch.sink.wait_for(2)  # the lone job's picture, then the partner's
+        finally:
+            refused.set()
+            ban.cancel()
+            await batch.queue.stop()
+    outcomes = {job.user_id: (job.succeeded, job.error) for job in batch.sink.delivered}
+    assert outcomes == {LONE: (True, None), PARTNER: (True, None)}
+
+
+async def test_a_ban_while_the_members_own_stop_in_batch_is_written_makes_it_free(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refund wins: a ban landing while the end of its member's own stop in a shared batch
+    is written (a busy moment) refunds that stop whole."""
+    writing = asyncio.Event()
+    go_on = asyncio.Event()
+    mark_failed = journal.mark_failed
+
+    async def held_for_the_stopped(
+        c: aiosqlite.Connection, job_id: str, *args: Any, **kwargs: Any
+    ) -> None:
+        if job_id == batch.stopped and not writing.is_set():
+            writing.set()
+            await go_on.wait()
+        return await mark_failed(c, job_id, *args, **kwargs)
+
+    monkeypatch.setattr(journal, "mark_failed", held_for_the_stopped)
+    member = Member(STOPPED_IN_BATCH, GUILD)
+    with SharedBatchEngine(seconds=0.5) as engine:
+        batch = await RenderingBeside.started(conn, tmp_path, engine)
+        own = asyncio.create_task(batch.queue.cancel(batch.stopped, member))
+        try:
+            async with asyncio.timeout(20):
+                await writing.wait()
+                ban = asyncio.create_task(batch.queue.cancel(batch.stopped, member, imposed=True))
+                # Polled: its ask then waits for the held end's transaction, answered after.
+                while not batch.queue._cancels.imposed_meanwhile(batch.stopped):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                go_on.set()
+                assert await ban is CancelOutcome.BEING_CANCELLED
+                await own
+            engine.finish_batch.set()
+            await batch.sink.wait_for(3)
+        finally:
+            go_on.set()
+            own.cancel()
+            await batch.queue.stop()
+    assert await spent_today(conn, STOPPED_IN_BATCH) == ledger.Usage(0, 0.0)
 
 
 class RefusesOne:

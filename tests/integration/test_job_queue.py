@@ -439,3 +439,26 @@ async def test_a_restart_keeps_each_queued_jobs_priority(
     # jobs of a batch are then delivered in whichever order their uploads finish).
     assert {job.job_id for job in sink.delivered} == {urgent, relaxed}
     assert [request.seed for request in engine.rendered] == [2, 1]
+
+
+async def test_the_iterations_metric_counts_the_steps_the_render_ran(
+    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    labels = {"model": "few-steps", "device": "cpu"}
+
+    def sample(name: str) -> float:
+        return METRICS_REGISTRY.get_sample_value(name, labels) or 0.0
+
+    engine = InstantEngine()
+    drawn = engine._pictures
+    # 4 steps run whatever was asked, as a few-step model's fast preset does.
+    four = [dataclasses.replace(image, steps_run=4) for image in drawn(submission().request)]
+    monkeypatch.setattr(engine, "_pictures", lambda request: [*four, *drawn(request)[1:]])
+    queue, sink = await started_queue(conn, local_slots(engine), tmp_path / "images")
+    before = sample("easel_render_seconds_sum")
+    asked = dataclasses.replace(submission().request, steps=20, model="few-steps")
+    await queue.submit(dataclasses.replace(submission(), request=asked))
+    await sink.wait_for(1)
+    await queue.stop()
+    seconds = sample("easel_render_seconds_sum") - before
+    assert sample("easel_render_iterations_per_second") * seconds == pytest.approx(4)

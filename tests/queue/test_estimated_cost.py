@@ -22,7 +22,9 @@ from bot.jobs.accounting import (
     input_picture_size,
 )
 from bot.jobs.queue import JobQueue, Submission
+from bot.policy.prompt_safety import plan_request
 from inference.face_options import FIX_FACES
+from inference.prompt_work import CHUNK_ROW_SHARE, PROMPT_WORK_OPTION, PromptWork
 from inference.types import RenderRequest
 from inference.upscale import creative_tiles
 from tests.support.picture_reads import picture_reads_off_the_loop
@@ -257,3 +259,72 @@ async def test_a_restored_relax_upscale_is_estimated_from_its_pictures_size(
     at_its_size = estimated_cost(enlarged, RenderSize(input_size=(512, 384))).gpu_seconds
     assert submitted == restored == at_its_size
     assert restored < estimated_cost(enlarged).gpu_seconds  # not a square of the native side
+
+
+def _admitted(prompt: str, sampler: str = "Euler a", count: int = 1) -> RenderRequest:
+    """``prompt`` as admission plans it (``plan_request`` records its work), 20 steps at 512."""
+    typed = RenderRequest(prompt, steps=20, width=512, height=512, count=count, sampler=sampler)
+    return plan_request(typed, (), None)
+
+
+def test_the_estimate_counts_and_parts_long_prompts_and_a_second_order_sampler() -> None:
+    """What each step does for a picture, as its plan says: 16 ``AND`` parts are 17 UNet rows
+    where a plain prompt has 2, Heun calls the UNet twice a step, and 150 chunks lengthen
+    every row's keys. At HEAD all of these were reckoned as the plain prompt."""
+    plain = estimated_cost(_admitted("a red fox")).gpu_seconds
+    parts = " AND ".join(f"a red fox {index}" for index in range(16))
+    assert estimated_cost(_admitted("a red fox", "Heun")).gpu_seconds == pytest.approx(2 * plain)
+    assert estimated_cost(_admitted(parts)).gpu_seconds == pytest.approx(8.5 * plain)
+    heavy = estimated_cost(_admitted(parts, "Heun", count=4)).gpu_seconds
+    assert heavy == pytest.approx(4 * 17 * plain)
+    chunks = estimated_cost(_admitted(" BREAK ".join(["a red fox"] * 150))).gpu_seconds
+    assert chunks == pytest.approx((1 + 149 * CHUNK_ROW_SHARE) * plain)
+    # An ordinary prompt and its negative, two chunks: about the plain prompt's.
+    long = _admitted(", ".join(["a red fox in the snow"] * 14))
+    assert estimated_cost(long).gpu_seconds == pytest.approx(plain, rel=0.02)
+
+
+def test_a_creative_upscales_tiles_count_its_prompts_work_and_sampler(tmp_path: Path) -> None:
+    """The tiles run img2img with the picture's prompt and sampler: with 16 ``AND`` parts and
+    Heun, admitted, each tile's steps cost 17 times a plain prompt's, as a render's do; the
+    enlarging is the same."""
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (512, 512)).save(picture)
+
+    def tiles_seconds(prompt: str, sampler: str) -> float:
+        typed = RenderRequest(
+            prompt,
+            steps=20,
+            sampler=sampler,
+            mode="upscale",
+            init_image=str(picture),
+            options={"upscale_factor": 2, "upscale_mode": "creative"},
+        )
+        admitted = plan_request(typed, (), None)
+        enlarging = upscale("fast", 2, (512, 512), native_side=512)
+        return estimated_cost(admitted, RenderSize(512, (512, 512))).gpu_seconds - enlarging
+
+    plain = tiles_seconds("a red fox", "Euler a")
+    assert plain == pytest.approx(9 * seconds(size=384, steps=8), abs=0.01)
+    heavy = tiles_seconds(" AND ".join(f"a red fox {index}" for index in range(16)), "Heun")
+    assert heavy == pytest.approx(17 * plain, abs=0.02)
+
+
+def test_a_forged_record_of_the_prompts_work_is_replaced_at_admission() -> None:
+    forged = RenderRequest(
+        " AND ".join(["a red fox"] * 16), options={PROMPT_WORK_OPTION: {"parts": 1}}
+    )
+    assert PromptWork.of(plan_request(forged, (), None).options) == PromptWork(16, 1)
+    assert PROMPT_WORK_OPTION not in plan_request(_admitted("a red fox"), (), None).options
+
+
+def test_prompts_of_very_different_work_a_picture_never_share_a_batch() -> None:
+    """Every row of a call is padded to its longest prompt and every picture waits for all its
+    rows: a plain prompt never batches with one of many ``AND`` parts or chunks. Ordinary
+    prompts (one part, a few chunks with a long negative) still batch together."""
+    plain = _admitted("a red fox").batch_key()
+    assert _admitted("a blue bird on a branch, highly detailed").batch_key() == plain
+    assert _admitted(", ".join(["a red fox in the snow"] * 30)).batch_key() == plain  # 3 chunks
+    assert _admitted("a red fox AND a blue bird").batch_key() != plain
+    assert _admitted(" AND ".join(["a red fox"] * 16)).batch_key() != plain
+    assert _admitted(" BREAK ".join(["a red fox"] * 150)).batch_key() != plain

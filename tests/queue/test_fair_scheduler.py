@@ -758,10 +758,7 @@ def test_a_held_job_put_back_under_a_later_start_takes_only_its_own_work_off() -
     scheduler = FairScheduler(SchedulerConfig(max_batch=1, per_user_in_flight=2))
     run_alone(scheduler, 2, at=0.0, est=50.0)
     costly, cheap = job(1, at=1.0, model="x", est=100.0), job(1, at=1.5, model="y", est=1.0)
-    for item in (costly, cheap):
-        scheduler.submit(item)
-    assert scheduler.next_batch("cpu", 2.0) == [costly]
-    assert scheduler.next_batch("cpu", 2.0) == [cheap]
+    start_one_then_the_other(scheduler, costly, cheap)
     waiting = job(2, at=3.0, model="z")
     scheduler.submit(waiting)
     scheduler.put_back_unstarted(costly.job_id)
@@ -1137,6 +1134,15 @@ def run_alone(scheduler: FairScheduler, user: int, at: float, est: float = 10.0)
     scheduler.finish(started.job_id)
 
 
+def start_one_then_the_other(scheduler: FairScheduler, first: QueuedJob, second: QueuedJob) -> None:
+    """One member's ``first`` and ``second`` (of different models) submitted, then started
+    in turn at 2 s, each a batch of its own."""
+    for item in (first, second):
+        scheduler.submit(item)
+    assert scheduler.next_batch("cpu", 2.0) == [first]
+    assert scheduler.next_batch("cpu", 2.0) == [second]
+
+
 def assert_memory_bounded(scheduler: FairScheduler) -> None:
     """Every index holds a bounded number of entries per member known and job queued."""
     users, queued = len(scheduler._users), len(scheduler._tickets)
@@ -1343,3 +1349,84 @@ def test_time_spent_idle_is_not_saved_up_as_turns() -> None:
         scheduler.submit(job(1, at=30.0 + index))
         scheduler.submit(job(2, at=30.5 + index))
     assert [started.user_id for started in drain_one_at_a_time(scheduler, 40.0)] == [2, 1] * 4
+
+
+@pytest.mark.parametrize("fairness", FAIRNESS_CHOICES)
+def test_a_finish_with_measured_seconds_moves_the_tally_by_them(fairness: Fairness) -> None:
+    """Both members' jobs are estimated alike (1 s), but member 1's measure 8 s each (an
+    estimate blind to some work): finished with their measured seconds, member 2 starts about
+    8 jobs for each of member 1's, where the estimates alone would alternate them. Member 2
+    in another server, servers taking turns are moved alike."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, fairness=fairness))
+    for _ in range(12):
+        scheduler.submit(job(1, est=1.0))
+        scheduler.submit(job(2, guild=2, est=1.0))
+    order = []
+    while batch := scheduler.next_batch("cpu", 0.0):
+        (started,) = batch
+        order.append(started.user_id)
+        scheduler.finish(started.job_id, used_s=8.0 if started.user_id == 1 else 1.0)
+    assert order[:11] == [1, *[2] * 8, 1, 2]
+
+
+@pytest.mark.parametrize(("measured", "order"), [(1.0, [1, 2, 3]), (10.0, [2, 1, 3])])
+def test_a_job_put_back_after_another_was_measured_keeps_that_measure(
+    measured: float, order: list[int]
+) -> None:
+    """Member 1's two jobs (1 s each, estimated) run at once; the first ends ``measured``,
+    then the second is put back unstarted: member 1's place counts the first's measured work
+    (10 s: behind member 2's 5 s, still before member 3's 12 s)."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, per_user_in_flight=2))
+    run_alone(scheduler, 2, at=0.0, est=5.0)
+    run_alone(scheduler, 3, at=0.0, est=12.0)
+    first, second = job(1, at=1.0, model="x", est=1.0), job(1, at=1.5, model="y", est=1.0)
+    start_one_then_the_other(scheduler, first, second)
+    for user in (2, 3):
+        scheduler.submit(job(user, at=3.0))
+    scheduler.finish(first.job_id, used_s=measured)
+    scheduler.put_back_unstarted(second.job_id)
+    assert [queued.user_id for queued in scheduler.fair_order(4.0, respect_caps=False)] == order
+
+
+@pytest.mark.parametrize("fairness", FAIRNESS_CHOICES)
+@pytest.mark.parametrize(
+    ("second_put_back", "order"), [(False, [2, 2, *[1, 2] * 3]), (True, [2, *[1, 2] * 3, 1])]
+)
+def test_a_long_job_is_paid_once_when_its_member_started_again_from_the_level(
+    fairness: Fairness, second_put_back: bool, order: list[int]
+) -> None:
+    """Three devices. Member 1's first job (estimated 1 s) runs 100 s on device a while
+    member 2's 1 s jobs run on b; after 50 of them member 1's second starts on c, counted
+    from the level, which had counted the time the first was running. Measured, the first
+    moves member 1 by the 51 s the level had not counted: 101 s used against member 2's 99,
+    they take turns again, where charging all 99 s put member 2's next 50 jobs first. The
+    second put back unstarted instead, member 1 is back at the first's 100 s. Member 2 in
+    another server, servers taking turns are moved alike."""
+    scheduler = FairScheduler(SchedulerConfig(max_batch=1, per_user_in_flight=2, fairness=fairness))
+    first, second = job(1, est=1.0), job(1, at=1.0, est=1.0)
+    scheduler.submit(first)
+    assert scheduler.next_batch("a", 0.0) == [first]
+    for _ in range(120):
+        scheduler.submit(job(2, guild=2, est=1.0))
+
+    def started_on_b(jobs: int) -> list[int]:
+        """Who starts each of ``jobs`` jobs run one by one on device b, measured as estimated."""
+        started_by = []
+        for _ in range(jobs):
+            (started,) = scheduler.next_batch("b", 0.0)
+            started_by.append(started.user_id)
+            scheduler.finish(started.job_id, used_s=1.0)
+        return started_by
+
+    assert started_on_b(50) == [2] * 50
+    scheduler.submit(second)
+    assert scheduler.next_batch("c", 0.0) == [second]
+    assert started_on_b(49) == [2] * 49
+    scheduler.finish(first.job_id, used_s=100.0)
+    if second_put_back:
+        scheduler.put_back_unstarted(second.job_id)
+    else:
+        scheduler.finish(second.job_id, used_s=1.0)
+    for _ in range(5):
+        scheduler.submit(job(1, at=2.0, est=1.0))
+    assert started_on_b(8) == order

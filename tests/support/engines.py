@@ -113,6 +113,8 @@ class InstantEngine:
                     picture.width,
                     picture.height,
                     picture,
+                    # As the engine's: a call's first picture carries the steps it ran.
+                    steps_run=request.steps if index == 0 else 0,
                 )
             )
         return images

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import GifImagePlugin, Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 
+from bot.history import StoredJob
 from bot.images import (
     MAX_UPLOAD_BYTES,
     check_image,
@@ -20,10 +22,16 @@ from bot.images import (
     fit_under,
     grid_png,
     pixel_digest,
+    written_seeds,
 )
 from bot.infotext_import import MAX_INFOTEXT_CHARS
+from bot.jobs.queue import FinishedJob, ResultImage
+from bot.jobs.queue.ends import composed_grid
 from bot.user_errors import UserError
-from inference.infotext import PNG_TEXT_KEY, infotext_from_png, png_with_infotext
+from cogs.results.buttons import copy_caption, picture_caption
+from cogs.results.posting import caption
+from inference.infotext import PNG_TEXT_KEY, infotext_from_png, parse_infotext, png_with_infotext
+from inference.types import RenderedImage, RenderRequest
 from tests.support.exif_pictures import exif_after_pixels
 
 INFOTEXT = "a cat\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 32x32"
@@ -334,3 +342,48 @@ def as_png(name: str, data: bytes) -> bytes:
     png = decoded_upload(name, data, digest=False, as_png=True).png
     assert png is not None
     return png
+
+
+def test_a_batch_past_the_top_seed_names_the_seeds_its_pictures_texts_do() -> None:
+    """A batch from 4294967294 renders at 4294967294, 4294967295, 0, 1 (Easel's seed wraps);
+    each picture's text says the web UI's 4294967296, 4294967297 (the same noise): the grid's
+    note and the caption name those too, not a second seed for one picture."""
+    made_at = [4294967294, 4294967295, 0, 1]
+    written = [4294967294, 4294967295, 4294967296, 4294967297]
+    texts = [f"a fox\nSteps: 3, Sampler: Euler, Seed: {seed}, Size: 8x8" for seed in written]
+    pixels = Image.new("RGB", (8, 8), "red")
+    rendered = [
+        RenderedImage(png_with_infotext(pixels, text), seed, text, 8, 8, picture=pixels)
+        for seed, text in zip(made_at, texts, strict=True)
+    ]
+    request = RenderRequest("a fox", seed=made_at[0], count=4)
+    grid = composed_grid(request, rendered)
+    assert grid is not None
+    grid_text = infotext_from_png(grid)
+    assert grid_text is not None
+    assert parse_infotext(grid_text)[2]["Grid seeds"] == " ".join(map(str, written))
+    job = FinishedJob(
+        job_id="0" * 32,
+        kind="imagine",
+        succeeded=True,
+        error=None,
+        request=request,
+        user_id=1,
+        guild_id=2,
+        channel_id=3,
+        application_id=None,
+        interaction_token=None,
+        interaction_created_at=None,
+        images=tuple(
+            ResultImage(Path("unread.png"), seed, text)
+            for seed, text in zip(made_at, texts, strict=True)
+        ),
+    )
+    assert "(seed 4294967294, 4294967295, 4294967296, 4294967297, job" in caption(job)
+    # Its pictures posted again name them alike: alone (U3), copied (DM me), /show.
+    stored = StoredJob("j", 1, 2, False, False, "done", "a fox", [], made_at, texts)
+    assert picture_caption(stored, 2) == "Picture 3 of `j` (seed 4294967296)"
+    assert copy_caption(stored, [3]).endswith("picture 4 of job `j` (seed 4294967297)")
+    assert copy_caption(stored).endswith("(seed 4294967294, 4294967295, 4294967296, 4294967297)")
+    # A text naming other noise (a pass over a picture at a new seed): the seed rendered.
+    assert written_seeds([ResultImage(Path("unread.png"), 5, texts[0])]) == [5]

@@ -35,4 +35,5 @@ def rendered(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[objec
 def test_render_takes_the_model_s_family_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert rendered(capsys, "--model", "my-flux-schnell") == ("my-flux-schnell", 4, 1.0, "Euler")
     # No --model: the default model's family (the only one installed here) counts too.
-    assert rendered(capsys, "--steps", "2", "--cfg", "3") == ("my-flux-schnell", 2, 3.0, "Euler")
+    # Schnell runs no CFG: its text says 1 whatever --cfg gives (a flag still wins: --steps).
+    assert rendered(capsys, "--steps", "2", "--cfg", "3") == ("my-flux-schnell", 2, 1.0, "Euler")

@@ -54,6 +54,15 @@ def test_the_web_uis_range_forms(axis: Axis, text: str, values: list[float]) -> 
     assert parse(axis, text) == values
 
 
+def test_seeds_past_32_bits_render_as_typed_back_and_keep_their_label() -> None:
+    """As /imagine's --seed and a caption's seed: up to 2**64 - 1, rendering its low 32 bits."""
+    seeds = parse_axis(Axis.SEED, f"{2**32 + 5}, {2**64 - 1}", BASE.prompt, 50, ())
+    assert seeds.labels == [str(2**32 + 5), str(2**64 - 1)]
+    assert [change["seed"] for change in seeds.changes] == [5, 2**32 - 1]
+    with pytest.raises(UserError, match=f"between 0 and {2**64 - 1} here, not {2**64}"):
+        parse(Axis.SEED, str(2**64))
+
+
 def test_values_of_each_axis() -> None:
     assert parse(Axis.CFG, "3, 7.5") == [3.0, 7.5]
     assert parse(Axis.SAMPLER, 'euler a,"DPM++ 2M Karras"') == ["Euler a", "DPM++ 2M Karras"]

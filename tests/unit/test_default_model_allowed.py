@@ -51,3 +51,60 @@ async def test_a_request_naming_no_model_is_admitted_with_an_allowed_one(
     settings = await policy.settings(GUILD)
     shown = describe_guild(settings, None, 0, policy.default_model(settings))
     assert "default model: Easel default (a request naming no model gets sfw-only)" in shown
+
+
+@pytest.mark.parametrize(
+    ("stored", "allowed", "installed", "said"),
+    [
+        (
+            "gone",
+            [],
+            ["tiny"],
+            "gone (not installed: a request naming no model gets the first model installed)",
+        ),
+        # The first listed model stands (its refusal names what may be used): refused.
+        (
+            "gone",
+            ["alsogone"],
+            ["tiny"],
+            "gone (not installed: a request naming no model is refused: alsogone is not installed)",
+        ),
+        (
+            "gone",
+            [],
+            [],
+            "gone (not installed: a request naming no model fails: no model is installed)",
+        ),
+        (None, [], [], "Easel default (a request naming no model fails: no model is installed)"),
+        (None, [], ["tiny"], "Easel default\n"),
+        ("tiny", [], ["tiny"], "tiny\n"),
+    ],
+    ids=[
+        "gone",
+        "gone-listed-not-installed",
+        "gone-none-installed",
+        "none-installed",
+        "unset",
+        "set",
+    ],
+)
+async def test_show_says_what_a_request_naming_no_model_meets(
+    conn: aiosqlite.Connection,
+    stored: str | None,
+    allowed: list[str],
+    installed: list[str],
+    said: str,
+) -> None:
+    """/easel-admin show's default line, read as /imagine reads the models installed and
+    picks the model of a request naming none."""
+    policy = GuildPolicy(
+        conn, prompts=PromptPlanner(wildcards_dir=None), installed_models=lambda: installed
+    )
+    for name in allowed:
+        await policy.change_list(GUILD, ADMIN, GuildList.ALLOWED_MODEL, name, add=True)
+    if stored is not None:
+        await policy.set_default_model(GUILD, ADMIN, stored)
+    settings = await policy.settings(GUILD)
+    held = await policy.installed_now()
+    shown = describe_guild(settings, None, 0, policy.default_model(settings, held), installed=held)
+    assert f"default model: {said}" in shown

@@ -44,6 +44,16 @@ def test_infotext_gives_prompt_seed_and_settings() -> None:
     assert request_from_infotext(INFOTEXT, " a fox ", {"tiny"}).prompt == "a fox"
 
 
+def test_a_flux_picture_s_buttons_keep_its_distilled_guidance() -> None:
+    """Flux dev's text says CFG scale 1 (no true CFG runs) and its guidance apart."""
+    flux = INFOTEXT.replace("CFG scale: 6.5", "CFG scale: 1, Distilled CFG Scale: 3.5")
+    assert request_from_infotext(flux, None, {"tiny"}).cfg_scale == 3.5
+    # Forge's true CFG beside it: run by an SD model, the distilled guidance by a Flux one.
+    both = INFOTEXT.replace("CFG scale: 6.5", "CFG scale: 5, Distilled CFG Scale: 3.5")
+    assert request_from_infotext(both, None, {"tiny"}).cfg_scale == 5
+    assert request_from_infotext(both, None, {"tiny"}, flow_models={"tiny"}).cfg_scale == 3.5
+
+
 def test_parameters_past_the_read_bound_are_carried_only_where_a_prompt_is_needed() -> None:
     too_long = "x" * MAX_INFOTEXT_CHARS + "\n" + INFOTEXT.split("\n", 1)[1]
     # Its prompt is the one needed: refused, naming the prompt's length.

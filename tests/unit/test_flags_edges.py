@@ -38,7 +38,7 @@ def test_an_aspect_ratio_side_is_digits_only(ratio: str) -> None:
 
 # Each numeric flag's range, as its usage line gives it: (flag, field, lowest, highest, step).
 RANGES = [
-    ("seed", "seed", 0, 2**32 - 1, 1),
+    ("seed", "seed", 0, 2**64 - 1, 1),  # past 2**32 - 1: the web UI's (seed_read_back)
     ("steps", "steps", 1, 150, 1),
     ("count", "count", 1, 4, 1),
     ("chaos", "chaos", 0, 100, 1),

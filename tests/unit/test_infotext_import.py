@@ -681,6 +681,95 @@ def test_adetailer_s_second_unit_is_read_when_it_is_the_face_pass() -> None:
     ]
 
 
+def test_a_face_pass_of_its_own_is_read_and_what_differs_from_the_render_is_told() -> None:
+    """ADetailer's separate model, sampler, steps and CFG (Easel writes them where its fix
+    pass over a stored picture used its own): not listed as unknown; where they differ from
+    the render's, which Easel's face pass uses, one sentence names them."""
+    own = (
+        "ADetailer model: face_yolov8n.pt, ADetailer use separate checkpoint: True, "
+        "ADetailer checkpoint: {checkpoint}, ADetailer use separate sampler: True, "
+        "ADetailer sampler: {sampler}, ADetailer use separate steps: True, ADetailer steps: 20, "
+        "ADetailer use separate CFG scale: True, ADetailer CFG scale: {cfg}"
+    )
+    same = own.format(checkpoint="tiny [0123456789]", sampler="Euler", cfg=7)
+    result = request_from_infotext_text(WEB_UI_TEXT + same, INSTALLED)
+    assert result.request.options == {"fix_faces": True}
+    assert result.unhonoured == [
+        "ADetailer model face_yolov8n.pt: this server's face detector is used"
+    ]
+    differs = own.format(checkpoint="other [abcdefabcd]", sampler="DPM++ 2M", cfg=4.5)
+    result = request_from_infotext_text(WEB_UI_TEXT + "Model: tiny, " + differs, INSTALLED)
+    assert result.unhonoured[1:] == [
+        "ADetailer checkpoint 'other [abcdefabcd]', sampler 'DPM++ 2M' (Euler here), "
+        "CFG scale 4.5 (7 here): the face pass renders with the picture's model and settings "
+        "here"
+    ]
+
+
+DETECTOR_NOTE = "ADetailer model face_yolov8n.pt: this server's face detector is used"
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "ADetailer use separate sampler: True, ADetailer sampler: DPM++ 2M, "
+        "ADetailer scheduler: Use same scheduler",
+        # ADetailer writes no scheduler where it is "Use same scheduler".
+        "ADetailer use separate sampler: True, ADetailer sampler: DPM++ 2M",
+        "ADetailer use separate checkpoint: True, ADetailer checkpoint: Use same checkpoint",
+        # ADetailer names a checkpoint by the web UI's title: its file's name and hash.
+        f"ADetailer use separate checkpoint: True, ADetailer checkpoint: tiny.safetensors "
+        f"[{TINY_HASH}]",
+        f"ADetailer use separate checkpoint: True, ADetailer checkpoint: SD15/renamed.ckpt "
+        f"[{TINY_HASH}]",
+        "ADetailer use separate checkpoint: True, ADetailer checkpoint: tiny.safetensors",
+    ],
+)
+def test_a_face_pass_of_its_own_naming_the_render_s_settings_is_not_told(unit: str) -> None:
+    text = WEB_UI_TEXT.replace("Sampler: Euler", "Sampler: DPM++ 2M, Schedule type: Karras")
+    text += f"Model: tiny, Model hash: {TINY_HASH}, ADetailer model: face_yolov8n.pt, {unit}"
+    assert request_from_infotext_text(text, INSTALLED).unhonoured == [DETECTOR_NOTE]
+    # Another schedule, or another model, is still told.
+    other = unit.replace("Use same scheduler", "Exponential").replace(TINY_HASH, "abcdefabcd")
+    if other != unit:
+        text = text.replace(unit, other)
+        assert len(request_from_infotext_text(text, INSTALLED).unhonoured) == 2
+
+
+FLUX_TRUE_CFG = (
+    "CFG scale 2 beside distilled CFG scale 3.5: 'tiny' takes the distilled value as its CFG, "
+    "not the CFG scale; the picture will differ"
+)
+
+
+@pytest.mark.parametrize(
+    ("written", "flux", "cfg", "told"),
+    [
+        # Forge's Flux dev: no true CFG, the distilled guidance; Easel's since writes the same.
+        ("CFG scale: 1, Distilled CFG Scale: 3.5", True, 3.5, []),
+        # Easel's older Flux pictures wrote both equal.
+        ("CFG scale: 3.5, Distilled CFG Scale: 3.5", True, 3.5, []),
+        ("CFG scale: 2, Distilled CFG Scale: 3.5", True, 3.5, [FLUX_TRUE_CFG]),
+        # An SD model runs true CFG: the text's, where it gives one beside the distilled.
+        (
+            "CFG scale: 2, Distilled CFG Scale: 3.5",
+            False,
+            2,
+            ["distilled CFG scale 3.5: 'tiny' takes no distilled guidance; CFG scale 2 is used"],
+        ),
+        # No true CFG (1, or none) beside it: the distilled guidance stands in for it.
+        ("CFG scale: 1, Distilled CFG Scale: 3.5", False, 3.5, []),
+        ("Distilled CFG Scale: 3.5", False, 3.5, []),
+    ],
+)
+def test_flux_s_distilled_guidance_is_read_as_the_cfg_of_a_distilled_model(
+    written: str, flux: bool, cfg: float, told: list[str]
+) -> None:
+    installed = dataclasses.replace(INSTALLED, flow_models=["tiny"] if flux else [])
+    result = request_from_infotext_text(WEB_UI_TEXT + written, installed)
+    assert (result.request.cfg_scale, result.unhonoured) == (cfg, told)
+
+
 EASEL_GRID = (
     "two red foxes\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: {seed}, Size: 64x64, "
     "Model: tiny, RNG: CPU, Template: {template}, Version: Easel 0.1.0, "

@@ -13,6 +13,7 @@ keywords become options (``with_options(request, NAME=v)``)."""
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,11 +74,14 @@ def _module(path: Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts)
 
 
+@functools.cache  # the trees are never changed; the search asks of each node many times
+def _unparsed(node: ast.expr) -> str:
+    return ast.unparse(node)
+
+
 def _is_options(node: ast.expr, names: Set[str]) -> bool:
     """Whether ``node`` holds a request's options: ``<...>options``, or a name found to."""
-    return ast.unparse(node).endswith("options") or (
-        isinstance(node, ast.Name) and node.id in names
-    )
+    return _unparsed(node).endswith("options") or (isinstance(node, ast.Name) and node.id in names)
 
 
 def _callee(node: ast.expr) -> str | None:
@@ -117,15 +121,18 @@ class _Flow:
     makers: set[str] = field(default_factory=set)
 
 
-def _in_scope(scope: ast.AST) -> Iterator[ast.AST]:
+@functools.cache  # walked at every round of the search: once is enough, the trees stay
+def _in_scope(scope: ast.AST) -> tuple[ast.AST, ...]:
     """The nodes of a function (its closures' included), or of a module outside its
     functions and classes."""
     if not isinstance(scope, ast.Module):
-        yield from ast.walk(scope)
-        return
-    for statement in scope.body:
-        if not isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            yield from ast.walk(statement)
+        return tuple(ast.walk(scope))
+    return tuple(
+        node
+        for statement in scope.body
+        if not isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        for node in ast.walk(statement)
+    )
 
 
 def _held(node: ast.AST, names: Set[str], flow: _Flow) -> Iterator[ast.expr]:

@@ -83,14 +83,15 @@ def test_the_digest_hashed_in_strips_is_the_stored_one() -> None:
     tall = Image.fromarray(rng.integers(0, 256, (1500, 700, 3), dtype=np.uint8))
     translucent = tall.convert("RGBA")
     translucent.putpixel((3, 1400), (1, 2, 3, 4))
-    palette_with_transparency = tall.quantize(64)
+    palette = tall.quantize(64)  # seconds on noise this size: done once, copied
+    palette_with_transparency = palette.copy()
     palette_with_transparency.info["transparency"] = 5
     wide_greys = Image.fromarray(rng.integers(0, 65536, (900, 400), dtype=np.uint16))
     pictures = {
         "RGB": tall,
         "RGBA, opaque": tall.convert("RGBA"),
         "RGBA, one pixel translucent": translucent,
-        "a palette": tall.quantize(64),
+        "a palette": palette,
         "a palette with a transparent entry": palette_with_transparency,
         "grey": tall.convert("L"),
         "grey with alpha": tall.convert("LA"),

@@ -111,7 +111,11 @@ def test_a_picture_made_result_journaled_with_an_aspect_ratio_remixes_unchanged(
     ("field", "value", "says"),
     [
         ("seed", "lucky", "seed 'lucky' is not a whole number"),
-        ("seed", "-5", "seed must be a whole number between 0 and 4294967295, or -1 for a ran"),
+        (
+            "seed",
+            "-5",
+            "seed must be a whole number between 0 and 18446744073709551615, or -1 for a rand",
+        ),
         ("steps_cfg", "20", "must be two numbers separated by a comma"),
         ("steps_cfg", "0, 7", "steps"),
         # Two numbers, but steps are whole: said so, not "must be two numbers".

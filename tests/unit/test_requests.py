@@ -14,6 +14,7 @@ from bot.requests import (
     reroll,
     resolve_seed,
 )
+from cogs.imagine import ImagineCog
 from inference.sizes import default_size
 from inference.types import RenderRequest
 from inference.validation import validate_request
@@ -87,8 +88,22 @@ def test_missing_size_is_native_or_the_input_picture() -> None:
 def test_seed_minus_one_becomes_concrete_and_bounds_are_named() -> None:
     assert 0 <= resolve_seed(-1) <= MAX_SEED
     assert resolve_seed(7) == 7
-    with pytest.raises(RequestError, match="between 0 and 4294967295"):
-        resolve_seed(MAX_SEED + 1)
+    # Past 2**32 - 1, the web UI's seed: the one giving its noise (as /use-settings reads it).
+    assert resolve_seed(MAX_SEED + 2) == 1
+    with pytest.raises(RequestError, match="between 0 and 18446744073709551615, or -1"):
+        resolve_seed(2**64)
+
+
+def test_imagine_takes_a_caption_s_seed_past_32_bits_as_option_and_flag() -> None:
+    """A grid past 2**32 - 1 names the web UI's seeds (4294967296): typed back, as the seed
+    option or ``--seed``, each renders at the seed giving its noise, as /use-settings does."""
+    [seed_option] = [p for p in ImagineCog.imagine.parameters if p.name == "seed"]
+    assert seed_option.max_value == 2**53 - 1  # Discord's integer options stop there
+    for options in (
+        ImagineOptions(prompt="a fox", seed=4294967296),
+        ImagineOptions(prompt="a fox --seed 4294967296"),
+    ):
+        assert build_request(options).seed == 0
 
 
 def test_build_request_fills_defaults_and_validates() -> None:

@@ -223,6 +223,57 @@ def test_a_swap_back_killed_leaves_the_database_it_was_putting_back_where_no_sta
     assert rows_of(DATABASE) == good
 
 
+# ``easel restore`` in a process of its own, killed once its copy of the live database is
+# written under its temporary name (``bot.restores.being_written``), before it took .replaced's.
+_KILLED_COPYING = """
+import os, signal, sys
+import db.backups
+from bot.cli.main import main
+copied = db.backups.keep_copy
+def killed_once_copied(database, to):
+    copied(database, to)
+    os.kill(os.getpid(), signal.SIGKILL)
+db.backups.keep_copy = killed_once_copied
+sys.exit(main(["restore", sys.argv[1]]))
+"""
+
+
+def test_every_copy_a_killed_restore_leaves_is_warned_of_and_the_garbage_deleted_at_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A restore killed while copying the live database leaves that copy (members' data out of
+    /forget-me's reach) beside the backup's: doctor warns of each, as of a -wal of a .replaced
+    deleted without it; the next start deletes them, the live database (which the copy copied)
+    untouched."""
+    a_run_with_a_queued_job()
+    backup = backed_up(DATABASE, Path("backup.sqlite3"))
+    live = rows_of(DATABASE)
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_COPYING, str(backup)], env=environment, timeout=120
+    )
+    assert killed.returncode == -signal.SIGKILL
+    copying = DATA / "easel.sqlite3.replaced.new"
+    orphan_wal = DATA / "easel.sqlite3.replaced-wal"
+    orphan_wal.write_bytes(b"a member's data")
+    assert rows_of(copying) == live
+    capsys.readouterr()
+    main(["doctor"])
+    warned = [line for line in capsys.readouterr().out.splitlines() if "restore copy" in line]
+    assert [line.split(" (")[0] for line in warned] == [
+        f"[WARN] restore copy: {DATA / 'easel.sqlite3.restoring'}",  # the backup's checked copy
+        f"[WARN] restore copy: {copying}",
+        f"[WARN] restore copy: {orphan_wal}",
+    ]
+    assert all(line.endswith(": the next start deletes it") for line in warned)
+
+    bot.restores.tidy_restore_copies(DATABASE)  # the next start's
+    assert sorted(p.name for p in DATA.glob("easel.sqlite3.*")) == []
+    assert rows_of(DATABASE) == live
+    main(["doctor"])
+    assert "restore copy" not in capsys.readouterr().out
+
+
 def test_a_folder_sync_failing_leaves_no_replaced_copy_that_blocks_the_next_restore(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -67,14 +67,15 @@ async def test_history_search_paging_and_erase_only_touch_one_member(tmp_path: P
         await journal.insert_job(
             conn, journal.NewJob("d" * 16, "imagine", 1, 8, 9, '{"prompt": "cat 9"}', 12.0)
         )
-        page, total = await history.page_of_jobs(
-            conn, 1, guild_id=7, search="CAT", limit=2, offset=0
-        )
-        assert total == 3 and [e.job_id for e in page] == [f"{2:016x}", f"{1:016x}"]
-        _, literal = await history.page_of_jobs(
-            conn, 1, guild_id=7, search="0%_", limit=5, offset=0
-        )
+        page = await history.page_of_jobs(conn, 1, guild_id=7, search="CAT", limit=2, offset=0)
+        assert [e.job_id for e in page] == [f"{2:016x}", f"{1:016x}"]
+        assert await history.count_of_jobs(conn, 1, guild_id=7, search="CAT") == 3
+        literal = await history.count_of_jobs(conn, 1, guild_id=7, search="0%_")
         assert literal == 1  # % and _ are matched literally
+        # No search: every job of the member here, no request parsed.
+        assert await history.count_of_jobs(conn, 1, guild_id=7, search=None) == 4
+        newest = await history.page_of_jobs(conn, 1, guild_id=7, search=None, limit=1, offset=0)
+        assert [e.job_id for e in newest] == ["e" * 16]
         for job_id in [f"{i:016x}" for i in range(3)] + ["e" * 16, "d" * 16]:
             await journal.mark_failed(conn, job_id, "boom", now=12.0)
         erased = await history.erase_user(

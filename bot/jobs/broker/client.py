@@ -44,6 +44,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header, RawStreamMsg
 from nats.js.object_store import ObjectStore
 
+from bot.jobs.broker.live_workers import LiveWorkers
 from bot.jobs.broker.wire import (
     ADVISORIES_CONSUMER,
     ADVISORIES_STREAM,
@@ -59,6 +60,7 @@ from bot.jobs.broker.wire import (
     TAG_HEADER,
     TRANSIENT_RETRY_S,
     UNREACHABLE_ERRORS,
+    WORKERS_SUBJECT,
     WRONG_LAST_SEQUENCE,
     BrokerUnavailable,
     ImageRef,
@@ -134,6 +136,10 @@ OLDER_WORKER = (
     "Nothing was charged; try again once Easel's operator has upgraded it"
 )
 
+# A job whose model no live worker has had for this long (``LiveWorkers``) is refused
+# (refunded): it would otherwise hold its slot until the jobs stream drops it (24 h).
+UNSERVED_JOB_WAIT_S = 60.0
+
 # How often the bot tries to store a settled job's marker where a late worker's result came
 # meanwhile before it lets the marker replace whatever is there (its pictures' names lost).
 MARKER_ATTEMPTS = 3
@@ -174,6 +180,9 @@ class BrokerConfig:
     # does not answer; then it is queued again in the bot, and no job starts until the broker
     # answers (``bot.jobs.queue.SlotUnavailable``).
     unreachable_after_s: float = TRANSIENT_RETRY_S
+    # How long a job's model may go without a live worker that has it before the job is
+    # refused (``UNSERVED_JOB_WAIT_S``).
+    unserved_wait_s: float = UNSERVED_JOB_WAIT_S
     # Each job's secret is derived from it; a bot restarted with another key cannot verify the
     # results of the jobs it had in flight (the composition root keeps it on disk).
     job_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
@@ -195,6 +204,10 @@ class BrokerConfig:
             raise ValueError(
                 f"unreachable_after_s must be within 0.1..3600 seconds, "
                 f"got {self.unreachable_after_s}"
+            )
+        if not 0.1 <= self.unserved_wait_s <= 86_400:
+            raise ValueError(
+                f"unserved_wait_s must be within 0.1..86400 seconds, got {self.unserved_wait_s}"
             )
 
 
@@ -234,6 +247,8 @@ class BrokerClient:
         # The jobs stream's last sequence when this client opened: an earlier bot's messages
         # are at or below it (0: none left there; None: not read, any may be).
         self._earlier_last_seq: int | None = None
+        # The models the live workers have, from their heartbeats.
+        self._live_workers = LiveWorkers()
 
     @classmethod
     async def open(cls, config: BrokerConfig) -> BrokerClient:
@@ -246,6 +261,7 @@ class BrokerClient:
             client._earlier_last_seq = (await js.stream_info(JOBS_STREAM)).state.last_seq
             await nc.subscribe(RESULTS_SUBJECTS, cb=client._on_result)
             await nc.subscribe(PROGRESS_SUBJECTS, cb=client._on_progress)
+            await nc.subscribe(WORKERS_SUBJECT, cb=client._on_worker)
             # Stored notices: one delivered while no bot was connected waits for the next.
             await js.subscribe(
                 MAX_DELIVERIES_ADVISORIES,
@@ -309,7 +325,9 @@ class BrokerClient:
                 lookup.cancel()  # when the publish failed: its error is the one to report
             stored_inputs = [p.object_name for p in message.inputs if p.object_name is not None]
             if result is None:
-                result = await self._wait(job_id, waiter, cancel, handed_over, stored_inputs)
+                result = await self._wait(
+                    job_id, request.model, waiter, cancel, handed_over, stored_inputs
+                )
             else:
                 log.info("job %s: already finished on the broker; its result is used", job_id)
             used_s = self._render_seconds(job_id, result)
@@ -687,6 +705,7 @@ class BrokerClient:
     async def _wait(
         self,
         job_id: str,
+        model: str | None,
         waiter: asyncio.Future[ResultMessage],
         cancel: threading.Event | None,
         handed_over: _HandedOver,
@@ -711,6 +730,9 @@ class BrokerClient:
                 with contextlib.suppress(nats.errors.Error):
                     if stored := await self._recheck(job_id, handed_over):
                         return stored
+                    unserved_s = self._live_workers.unserved_for(model, loop.time())
+                    if model is not None and unserved_s >= self._config.unserved_wait_s:
+                        return await self._refuse_unserved(job_id, model, handed_over)
         return waiter.result()
 
     async def _recheck(self, job_id: str, handed_over: _HandedOver) -> ResultMessage | None:
@@ -750,10 +772,7 @@ class BrokerClient:
         # Only if the message there is this job's: a jobs stream made again since numbers
         # its messages from 1, and another job's may be at this sequence.
         with contextlib.suppress(nats.errors.Error):
-            with contextlib.suppress(nats.js.errors.NotFoundError):  # gone already
-                stored = await self._js.get_msg(JOBS_STREAM, sequence)
-                if (stored.headers or {}).get(Header.MSG_ID) == job_id:
-                    await self._delete_message(JOBS_STREAM, sequence)
+            await self._delete_own_message(job_id, sequence)
             # Not skipped by a broker away: its chore need not read the stream for it.
             self._maybe_in_stream.discard(job_id)
         with contextlib.suppress(nats.errors.Error):
@@ -764,12 +783,48 @@ class BrokerClient:
         with contextlib.suppress(nats.errors.Error, nats.js.errors.APIError):
             await self._publish_result(cancelled, self.job_secret(job_id))
 
+    async def _refuse_unserved(
+        self, job_id: str, model: str, handed_over: _HandedOver
+    ) -> ResultMessage:
+        """Refuse ``job_id``, whose ``model`` no live worker has had for ``unserved_wait_s``:
+        its refusal is stored as a worker's would be (unless a result came meanwhile, which
+        is the job's end), and its message leaves the jobs stream, also where a worker that
+        lacked the model handed it back or died with it (still "in hand" to the broker)."""
+        told = f"model {model!r} is not installed on any render worker: ask an admin"
+        refused = ResultMessage(job_id, Outcome.INVALID, BOT_REPORTER, 0, error=told)
+        try:
+            await self._publish_result(refused, self.job_secret(job_id))
+        except nats.js.errors.APIError as error:
+            if error.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            if (stored := await self._stored_result(job_id)) is not None:
+                return stored
+        log.warning(
+            "job %s refused: no live render worker has had the model %r for %g s (install it "
+            "on the workers, or remove it from the bot's models folder)",
+            job_id,
+            model,
+            self._config.unserved_wait_s,
+        )
+        await self._delete_own_message(job_id, handed_over.sequence)
+        with contextlib.suppress(nats.errors.Error):  # a worker not heard may be rendering it
+            await self._nc.publish(cancel_subject(job_id))
+        return refused
+
     async def _record_decision(self, job_id: str, outcome: Outcome) -> None:
         """Keep the bot's decision on ``job_id`` where only the bot's broker user may publish
         (``wire.SETTLED_STREAM``): a worker handed the job again finds it and does not render
         it, also once made-up results (a worker's user may publish results) pushed the
         marker or the CANCELLED result out of the results stream."""
         await self._js.publish(settled_subject(job_id), outcome.value.encode())
+
+    async def _delete_own_message(self, job_id: str, sequence: int) -> None:
+        """Delete the jobs stream's message at ``sequence`` if it is ``job_id``'s: a stream
+        made again since numbers its messages from 1, and another job's may be there."""
+        with contextlib.suppress(nats.js.errors.NotFoundError):  # gone already
+            stored = await self._js.get_msg(JOBS_STREAM, sequence)
+            if (stored.headers or {}).get(Header.MSG_ID) == job_id:
+                await self._delete_message(JOBS_STREAM, sequence)
 
     async def _publish_result(self, result: ResultMessage, secret: str) -> None:
         """Store a result the bot decided itself, only if no worker's is there already."""
@@ -844,7 +899,19 @@ class BrokerClient:
         waiter = self._waiters.get(job_id)
         if waiter is None or waiter.done() or not self._verified(job_id, msg.data, msg.headers):
             return
-        waiter.set_result(ResultMessage.decode(msg.data))
+        result = ResultMessage.decode(msg.data)
+        now = asyncio.get_running_loop().time()
+        if result.worker != BOT_REPORTER and self._live_workers.unheard(result.worker, now):
+            log.warning(
+                "job %s: rendered by worker %r, whose heartbeat the bot does not hear (older "
+                "than the bot, or its broker user lacks the right to %s): jobs for models only "
+                "such workers have are refused; upgrade it, or grant the right "
+                "(deploy/nats-server.conf); said once a worker",
+                job_id,
+                result.worker[:100],
+                WORKERS_SUBJECT,
+            )
+        waiter.set_result(result)
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         """JetStream gave up on a job whose last delivery died with its worker too: store the
@@ -875,6 +942,9 @@ class BrokerClient:
             return
         with contextlib.suppress(nats.errors.Error):
             await msg.ack()
+
+    async def _on_worker(self, msg: Msg) -> None:
+        self._live_workers.heard(msg.data, asyncio.get_running_loop().time())
 
     async def _on_progress(self, msg: Msg) -> None:
         job_id = job_id_of(msg.subject)

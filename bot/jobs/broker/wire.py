@@ -25,7 +25,9 @@ Both sides import this module and nothing else of each other. Names:
   so a notice that fires while no bot is connected is handled when one comes back; bots share
   one durable consumer (``easel-bots``, a queue group), so one of them handles each.
 - Core NATS (not stored): ``easel.progress.<job id>`` after each step, ``easel.cancel.<job id>``,
-  and ``easel.doorbell`` (empty, after each job: "new work", without the job in it).
+  ``easel.doorbell`` (empty, after each job: "new work", without the job in it), and
+  ``easel.workers`` (``WorkerModels``: each worker's heartbeat naming the models it renders,
+  from which the bot refuses a job whose model no live worker has).
 
 Each job message carries a secret the bot derives for that job; the worker tags its result and
 progress messages with an HMAC under it (header ``Easel-Tag``), and the bot drops what does not
@@ -72,6 +74,7 @@ __all__ = [
     "ADVISORIES_STREAM",
     "ALL_PICTURES",
     "DOORBELL_SUBJECT",
+    "HEARTBEAT_RANGE_S",
     "IMAGES_BUCKET",
     "JOBS_STREAM",
     "MAX_DELIVERIES_ADVISORIES",
@@ -83,6 +86,7 @@ __all__ = [
     "TRANSIENT_RETRY_S",
     "UNREACHABLE_ERRORS",
     "WIRE_VERSION",
+    "WORKERS_SUBJECT",
     "WRONG_LAST_SEQUENCE",
     "BrokerRefused",
     "BrokerUnavailable",
@@ -91,6 +95,7 @@ __all__ = [
     "Outcome",
     "PictureInput",
     "ResultMessage",
+    "WorkerModels",
     "cancel_subject",
     "close_quietly",
     "connect",
@@ -136,6 +141,11 @@ CANCEL_SUBJECTS = "easel.cancel.*"
 # Rung after each job is published: workers may not subscribe to the jobs' subjects themselves
 # (a core subscriber there gets every job, its secret included).
 DOORBELL_SUBJECT = "easel.doorbell"
+# Each worker's heartbeat (``WorkerModels``), every ``WorkerModels.every_s``.
+WORKERS_SUBJECT = "easel.workers"
+# The heartbeat intervals a worker may have (``WorkerConfig.heartbeat_s``); a beat giving
+# another is not a worker's (one of 1e300 s would never lapse).
+HEARTBEAT_RANGE_S = (0.05, 60.0)
 # Where a result or progress message carries its HMAC under the job's secret.
 TAG_HEADER = "Easel-Tag"
 MAX_DELIVERIES_ADVISORIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.*"
@@ -602,6 +612,41 @@ class ResultMessage:
                 render_s=_seconds(body.get("render_s")),
             ),
         )
+
+
+@dataclass(frozen=True)
+class WorkerModels:
+    """A worker's heartbeat: the models its devices render (None: it cannot tell yet, its
+    engine not built, or one that lists none: any model), sent again within ``every_s``."""
+
+    worker: str
+    models: frozenset[str] | None
+    every_s: float
+
+    def encode(self) -> bytes:
+        models = None if self.models is None else sorted(self.models)
+        return json.dumps(
+            {"worker": self.worker, "models": models, "every_s": self.every_s}
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> WorkerModels:
+        """Raises ``ValueError`` for what is not a worker's heartbeat."""
+
+        def build(body: Any) -> WorkerModels:
+            models, every_s = body["models"], _seconds(body["every_s"])
+            if not isinstance(body["worker"], str):
+                raise TypeError("worker")
+            low, high = HEARTBEAT_RANGE_S
+            if every_s is None or not low <= every_s <= high:
+                raise ValueError(f"every_s must be within {low:g}..{high:g} seconds")
+            if models is not None and not (
+                isinstance(models, list) and all(isinstance(model, str) for model in models)
+            ):
+                raise TypeError("models")
+            return cls(body["worker"], None if models is None else frozenset(models), every_s)
+
+        return _read_message("a worker's heartbeat", data, build)
 
 
 def _seconds(value: object) -> float | None:

@@ -7,6 +7,10 @@ progress, so only a worker that died (or hung) has its job redelivered after the
 A job's result goes to the results stream *before* the job is acked, so a crash between the
 two costs a redelivery that finds the result and only acks.
 
+Every ``heartbeat_s`` the worker lists the models its devices render (a walk of the models
+folder, on a thread): its loops ask only for those models' jobs, and the list goes to the bot
+(``wire.WorkerModels``), which refuses a job whose model no live worker has.
+
 The device does not wait for that: once a render returns, the loop takes the next job while
 the last one's pictures are encoded, stored and published and its message acked (one job
 finishing at a time, acked in the order rendered; it stays in progress until acked).
@@ -48,16 +52,19 @@ from bot.jobs.broker.job_files import JobFiles
 from bot.jobs.broker.wire import (
     CANCEL_SUBJECTS,
     DOORBELL_SUBJECT,
+    HEARTBEAT_RANGE_S,
     IMAGES_BUCKET,
     JOBS_STREAM,
     RESULTS_STREAM,
     SETTLED_STREAM,
     TAG_HEADER,
+    WORKERS_SUBJECT,
     WRONG_LAST_SEQUENCE,
     ImageRef,
     JobMessage,
     Outcome,
     ResultMessage,
+    WorkerModels,
     _refused_since,
     close_quietly,
     connect,
@@ -81,6 +88,7 @@ from bot.process_end import STOP_SIGNALS, EarlyStop, end_at_once, exit_now, stat
 from bot.redaction import redact_url
 from inference.device_loss import DEVICE_LOST_EXIT_STATUS, DeviceLost, device_lost, lost_reason
 from inference.names import as_typed
+from inference.not_installed import NotInstalled
 from inference.types import (
     RenderCancelled,
     RenderedImage,
@@ -88,6 +96,7 @@ from inference.types import (
     RenderInputError,
     RenderRequest,
     StepProgress,
+    steps_run,
 )
 from inference.worker import DeviceWorker, EngineFactory
 
@@ -119,12 +128,17 @@ RTT_PING_TIMEOUT_S = 2
 # its next step and hands the job back to the broker (redelivered at once, to another worker).
 RENDER_AT_STOP_S = 15.0
 # A job for a model this worker lacks is handed back to the broker, delivered again after this
-# long (to a worker that has it; one that lacks it no longer asks for its jobs).
+# long (to a worker that has it; one that lacks it no longer asks for its jobs; the bot refuses
+# it once no live worker has its model: ``bot.jobs.broker.live_workers``).
 LACKING_MODEL_DELAY_S = 1.0
-# A job for a model this worker lacks that no worker pulled for this long, with none of its
-# model's jobs in hand anywhere (seen from here), is taken and refused (refunded): no worker has
-# the model, and it would otherwise hold a bot's slot until the stream drops it (24 h).
-UNPULLED_JOB_WAIT_S = 60.0
+# A job that needs an add-on this worker lacks (a refiner, VAE, ControlNet, IP-Adapter: the
+# engine's ``NotInstalled``) is handed back, delivered again after this long (that job alone:
+# the model's other jobs are taken as before), to whichever worker asks first: the delay keeps
+# this one from taking it straight back. Each delivery counts against the job's attempts, and
+# its last one is refused where it lands.
+LACKING_ADDON_DELAY_S = 10.0
+# How often a worker lists its models and tells the bot (``wire.WorkerModels``).
+WORKER_HEARTBEAT_S = 5.0
 # The stop's waits end by then, the closes after them within the contract's 30 s (compose's
 # SIGKILL comes at 40 s): a device thread still inside a step (a hung kernel or driver) is left
 # to it, its job handed back, and the process ends with ``STUCK_DEVICE_EXIT_STATUS``.
@@ -167,8 +181,8 @@ class WorkerConfig:
     # ``easel worker`` gives EASEL_DATA_DIR/job-inputs); None: the system's temporary folder,
     # which nothing clears of what a worker ended abruptly left.
     job_files_root: Path | None = None
-    # How long a job for a model this worker lacks waits unpulled before it is refused here.
-    unpulled_wait_s: float = UNPULLED_JOB_WAIT_S
+    # How often the worker lists its models and tells the bot (``WORKER_HEARTBEAT_S``).
+    heartbeat_s: float = WORKER_HEARTBEAT_S
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -179,9 +193,10 @@ class WorkerConfig:
             raise ValueError(f"idle_poll_s must be within 0.01..60, got {self.idle_poll_s}")
         if not 0.005 <= self.fetch_timeout_s <= 5:
             raise ValueError(f"fetch_timeout_s must be within 0.005..5, got {self.fetch_timeout_s}")
-        if not 0.1 <= self.unpulled_wait_s <= 86_400:
+        low, high = HEARTBEAT_RANGE_S
+        if not low <= self.heartbeat_s <= high:
             raise ValueError(
-                f"unpulled_wait_s must be within 0.1..86400, got {self.unpulled_wait_s}"
+                f"heartbeat_s must be within {low:g}..{high:g}, got {self.heartbeat_s}"
             )
         worker_inbox_prefix(self.url)  # a bad user name fails at start, not at connect
 
@@ -194,7 +209,10 @@ class _Hub:
         self.js = js
         # Opened on first use: the bot makes it (a worker's broker user may not), maybe later.
         self._images: ObjectStore | None = None
-        self.name = f"{socket.gethostname()}/{os.getpid()}"
+        # The random part tells apart workers whose host name and pid are the same (containers
+        # that each run Easel as pid 1 on one host name; workers in one process, in tests): the
+        # bot keeps one entry a name (``WorkerModels``).
+        self.name = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
         self.doorbells: list[asyncio.Event] = []
         self.running: dict[str, threading.Event] = {}
         # Jobs taken here and not yet acked, with the copies of each delivered since: a copy
@@ -214,6 +232,9 @@ class _Hub:
         # The models whose jobs came here though no device of this worker has them, each
         # logged once for the operator.
         self.lacked_models: set[str] = set()
+        # The add-ons (each with the model of the job that needed it) this worker lacks, each
+        # logged once.
+        self.lacked_addons: set[str] = set()
         # Where a job's input pictures are kept while it renders (None: the system's temporary
         # folder); set by ``serve``.
         self.job_files: Path | None = None
@@ -484,11 +505,9 @@ class _DeviceLoop:
         self._rendering: tuple[str, Msg, asyncio.Task[None]] | None = None
         # What the stop left the device thread loading, not waited for (``left_loading``).
         self._left_loading: str | None = None
-        # The consumers of models this device lacks whose jobs wait unpulled, each with its
-        # delivered count and since when (loop time) it stayed so; ``_overdue``: those waiting
-        # ``unpulled_wait_s`` or more, whose job this loop takes to refuse it.
-        self._unpulled: dict[str, tuple[int, float]] = {}
-        self._overdue: set[str] = set()
+        # The models this device renders, as last listed (``list_models``; None: not known
+        # yet, or its engine lists none).
+        self._models: frozenset[str] | None = None
 
     @property
     def device(self) -> str:
@@ -640,37 +659,23 @@ class _DeviceLoop:
         self._consumers = {info.name: info for info in infos}
         loaded = consumer_name(self._loaded_model)
         busy = [info for info in infos if (info.num_pending or 0) + (info.num_ack_pending or 0) > 0]
-        models = await asyncio.to_thread(self._device.models) if busy else None
-        lacked = []
-        if models is not None:
-            renders = {consumer_name(None), *map(consumer_name, models)}
-            lacked = [info for info in busy if info.name not in renders]
+        if busy and self._models is None:  # until its engine lists them: then each heartbeat
+            await self.list_models()
+        if self._models is not None:
+            renders = {consumer_name(None), *map(consumer_name, self._models)}
             busy = [info for info in busy if info.name in renders]
-        busy += self._overdue_of(lacked)
 
-        def preference(info: ConsumerInfo) -> tuple[bool, bool, int]:
-            return (info.name in self._overdue, info.name != loaded, -(info.num_pending or 0))
+        def preference(info: ConsumerInfo) -> tuple[bool, int]:
+            return (info.name != loaded, -(info.num_pending or 0))
 
         return sorted(busy, key=preference)
 
-    def _overdue_of(self, lacked: list[ConsumerInfo]) -> list[ConsumerInfo]:
-        """Of ``lacked`` (consumers of models this device lacks), those whose jobs no worker
-        pulled for ``unpulled_wait_s`` while none of theirs was in hand anywhere: no worker
-        has the model, and their jobs are refused here (``_refuse_unrendered``)."""
-        now = asyncio.get_running_loop().time()
-        waiting = {}
-        for info in lacked:
-            if (info.num_ack_pending or 0) > 0 or not info.num_pending:
-                continue  # a job of it is in hand somewhere, or handed back and due again
-            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-            seen = self._unpulled.get(info.name)
-            if seen is None or seen[0] != delivered:  # pulled since: waiting from now
-                seen = delivered, now
-            waiting[info.name] = seen
-        self._unpulled = waiting
-        wait_s = self._config.unpulled_wait_s
-        self._overdue = {name for name, (_, since) in waiting.items() if now - since >= wait_s}
-        return [info for info in lacked if info.name in self._overdue]
+    async def list_models(self) -> frozenset[str] | None:
+        """List the models this device renders now (a walk of its folders, on a thread: at
+        each heartbeat, and until its engine lists them at each look for work), kept for
+        ``_candidates``; None: its engine is not built, or lists none."""
+        self._models = await asyncio.to_thread(self._device.models)
+        return self._models
 
     async def _puller(self, name: str) -> _Puller:
         if name not in self._pullers:
@@ -766,16 +771,19 @@ class _DeviceLoop:
                 finally:
                     self._rendering = None
                 seconds = time.perf_counter() - started
-                metrics.render_finished(request.model, self.device, request.steps, seconds)
+                ran = steps_run(rendered)
+                metrics.render_finished(request.model, self.device, ran, seconds)
         except RenderCancelled:
             if self._hub.renders_stopped:  # by the stop, not the member: for another worker
                 return self._hand_back(job.job_id, msg, heartbeat)
             return finish(result(Outcome.CANCELLED), heartbeat)
         except RenderInputError as error:
-            if await self._lacks(job.request.model):
-                if consumer.name in self._overdue:
-                    return finish(self._refuse_unrendered(job, result), heartbeat)
+            max_deliver = consumer.config.max_deliver or 0
+            last_attempt = 0 < max_deliver <= deliveries + 1  # the next reports it lost
+            if await self._lacks(job.request.model) and not last_attempt:
                 return self._hand_back_lacking(job, msg, heartbeat)
+            if isinstance(error, NotInstalled) and not last_attempt:
+                return self._hand_back_lacking_addon(job, msg, heartbeat, error)
             return finish(result(Outcome.INVALID, error=str(error)), heartbeat)
         except Exception as error:
             # The same errors come from a launch too big for the job, which leaves the device
@@ -806,45 +814,44 @@ class _DeviceLoop:
 
     async def _lacks(self, model: str | None) -> bool:
         """Whether ``model`` (None: the default, never lacked) is not among those this device
-        renders (looked at now: the render that refused it built the engine)."""
+        renders (listed now: the render that refused it built the engine)."""
         if model is None:
             return False
-        models = await asyncio.to_thread(self._device.models)
+        models = await self.list_models()
         return models is not None and as_typed(model) not in models
 
     async def _hand_back_lacking(
         self, job: JobMessage, msg: Msg, heartbeat: asyncio.Task[None]
     ) -> None:
         """A job for a model this worker lacks (taken before it listed its models, or as the
-        model was removed) goes back for a worker that has it, not failed here; a job no
-        worker can render fails once its deliveries are used up."""
-        model = str(job.request.model)
-        if model not in self._hub.lacked_models:
-            self._hub.lacked_models.add(model)
-            log.warning(
-                "job %s is for the model %r, which this worker does not have: handed back for "
-                "a worker that has it (install the same models on every worker; logged once "
-                "a model)",
-                job.job_id,
-                model,
-            )
+        model was removed) goes back for a worker that has it, not failed here; the bot
+        refuses it once no live worker has the model (``bot.jobs.broker.live_workers``)."""
+        _warn_once(
+            self._hub.lacked_models,
+            str(job.request.model),
+            job,
+            "job %s is for the model %r, which this worker does not have: handed back for a "
+            "worker that has it (install the same models on every worker; logged once a model)",
+        )
         await self._hand_back(job.job_id, msg, heartbeat, LACKING_MODEL_DELAY_S)
 
-    def _refuse_unrendered(
-        self, job: JobMessage, result: Callable[..., ResultMessage]
-    ) -> ResultMessage:
-        """The refusal of a job for a model no worker pulled for ``unpulled_wait_s``: no
-        worker has it. Told to the member (refunded) and, once a job, to the operator."""
-        model = str(job.request.model)
-        log.warning(
-            "job %s refused: no worker took it in %g s, so the model %r is installed on no "
-            "render worker (install it on the workers, or remove it from the bot's models folder)",
-            job.job_id,
-            self._config.unpulled_wait_s,
-            model,
+    async def _hand_back_lacking_addon(
+        self, job: JobMessage, msg: Msg, heartbeat: asyncio.Task[None], lacked: NotInstalled
+    ) -> None:
+        """A job that needs an add-on this worker lacks goes back for a worker that has it,
+        delivered again after ``LACKING_ADDON_DELAY_S`` (its deliveries are its attempts); its
+        last attempt is refused where it lands, with the engine's words (``_render``)."""
+        _warn_once(
+            self._hub.lacked_addons,
+            f"{job.request.model}: {lacked}",
+            job,
+            "job %s for the model %r needs an add-on this worker does not have (%s): handed "
+            "back, delivered again in %g s to whichever worker asks first (install the same "
+            "add-ons on every worker; logged once a model and add-on)",
+            lacked,
+            LACKING_ADDON_DELAY_S,
         )
-        told = f"model {model!r} is not installed on any render worker: ask an admin"
-        return result(Outcome.INVALID, error=told)
+        await self._hand_back(job.job_id, msg, heartbeat, LACKING_ADDON_DELAY_S)
 
     async def _finish(
         self,
@@ -953,6 +960,14 @@ class _DeviceLoop:
                     cancel.set()
 
 
+def _warn_once(told: set[str], key: str, job: JobMessage, message: str, *args: object) -> None:
+    """Log ``message`` (formatted with the job's id, its model and ``args``) unless ``told``
+    holds ``key`` (what it tells of) already; then it does."""
+    if key not in told:
+        told.add(key)
+        log.warning(message, job.job_id, str(job.request.model), *args)
+
+
 def _attempt_prefix(result: ResultMessage) -> str:
     """Where one delivery of a job stores its pictures: ``<job id>/<delivery>-<random>-``.
     A job can be rendered twice (its worker's heartbeats lapsed and the redelivery rendered
@@ -1041,8 +1056,13 @@ async def serve(
             redact_url(config.url),
             event_loop.describe(asyncio.get_running_loop()),
         )
+        telling = asyncio.create_task(_tell_models(hub, loops, config.heartbeat_s))
         serving = asyncio.gather(*(each.run(stop) for each in loops))
-        if not await _ended_within_the_stop(serving, stop, hub):
+        try:
+            ended = await _ended_within_the_stop(serving, stop, hub)
+        finally:
+            telling.cancel()
+        if not ended:
             stuck = [busy for each in loops if (busy := each.stuck_in()) is not None]
             loading = [what for each in loops if (what := each.still_loading()) is not None]
             for each in loops:
@@ -1072,6 +1092,42 @@ async def serve(
             )
         exit_process(status)
     return status
+
+
+async def _tell_models(hub: _Hub, loops: list[_DeviceLoop], every_s: float) -> None:
+    """Every ``every_s``: list each device's models (kept for its loop) and tell the bot which
+    this worker renders (``wire.WorkerModels``; None where a device cannot tell: any). A
+    server that refuses this broker user the subject is said once: the bot then cannot count
+    this worker's models, and may refuse jobs for models only it has."""
+    told_refusal = listing_failed = False
+    while True:
+        try:
+            listed = [await each.list_models() for each in loops]
+        except Exception:  # a folder unreadable now: the bot hears of this worker no more
+            if not listing_failed:
+                log.exception("listing the models failed; tried again every %g s", every_s)
+            listing_failed = True
+            await asyncio.sleep(every_s)
+            continue
+        listing_failed = False
+        models = None if None in listed else frozenset().union(*filter(None, listed))
+        beat = WorkerModels(hub.name, models, every_s)
+        before = hub.nc.last_error
+        with contextlib.suppress(nats.errors.Error):
+            await hub.nc.publish(WORKERS_SUBJECT, beat.encode())
+            if not told_refusal:
+                await hub.nc.flush(RTT_PING_TIMEOUT_S)
+        error = hub.nc.last_error
+        if not told_refusal and error is not before and WORKERS_SUBJECT in str(error).lower():
+            told_refusal = True
+            log.error(
+                "the server refuses this worker's broker user the publish right to %s "
+                "(deploy/nats-server.conf): add it to every worker user and reload the server; "
+                "until then the bot does not know this worker's models, and refuses a job for a "
+                "model no other live worker has after its wait",
+                WORKERS_SUBJECT,
+            )
+        await asyncio.sleep(every_s)
 
 
 async def _ended_within_the_stop(

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiosqlite
@@ -24,6 +24,7 @@ from bot.user_errors import Reason, UserError
 from db import jobs as journal
 from db import quotas as ledger
 from db.database import transaction
+from inference.types import RenderRequest
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,15 @@ class RunningBatch:
     # How each cancelled job's end is recorded and told: "cancelled", or why the rules of now
     # refuse it (``Cancels.stop_imposed``).
     why: dict[str, str] = field(default_factory=dict)
-    # Jobs left out of the render: their scheduler slots were freed when it started.
+    # Jobs left out of the render: their scheduler slots were freed when it started, or when
+    # each was stopped while the render went on for the others; their ends are written
+    # there, never by the render's end.
     left_out: set[str] = field(default_factory=set)
+    # When its render began (``time.perf_counter``) and each job's weight in it (its pictures
+    # at its prompts' work): what a job stopped while the render goes on is charged
+    # (``charge_at_stop``).
+    render_started: float = 0.0
+    weights: dict[str, float] = field(default_factory=dict)
 
     def cancel(self, job_id: str, *, owner_pays: bool, why: str = "cancelled") -> bool:
         """Whether the job's owner will pay the GPU time it used: it renders, and they chose
@@ -67,6 +75,27 @@ class RunningBatch:
         if (self.cancelled.keys() | self.left_out) >= set(self.job_ids):
             self.stop.set()
         return self.rendering and self.cancelled[job_id]
+
+    def started_render(self, requests: Mapping[str, RenderRequest]) -> None:
+        """Its render begins now, each job rendering its request's pictures."""
+        self.render_started = time.perf_counter()
+        self.weights = {
+            job_id: accounting.batch_weight(request, request.count)
+            for job_id, request in requests.items()
+        }
+
+    def share_until_stop(self, job_id: str) -> float:
+        """The GPU seconds cancelled ``job_id`` used as it ends at its stop while the render
+        goes on for the others: its share (by weight, as the render's end shares it) of the
+        render until the stop, as ``stops`` reckons it at the render's end, whoever pays."""
+        until_stop = max(0.0, self.cancelled_at[job_id] - self.render_started)
+        return until_stop * self.weights.get(job_id, 0.0) / (sum(self.weights.values()) or 1)
+
+    def charge_at_stop(self, job_id: str) -> float | None:
+        """The GPU seconds cancelled ``job_id`` is charged of ``share_until_stop``; None
+        (refunded whole) as ``Stop.charge`` says."""
+        stop = Stop(self.cancelled[job_id], 1.0, self.why[job_id])
+        return stop.charge(self.share_until_stop(job_id))
 
     def renders_on(self) -> bool:
         """Whether its render goes on for jobs not cancelled: one cancelled meanwhile is
@@ -137,7 +166,7 @@ class Cancels:
         waiting_to_start: Mapping[str, asyncio.Future[None]],
         schedule_again: Callable[[journal.JobRecord, bool], None],
         now: Callable[[], float],
-        stopped_in_batch: Callable[[str, bool], None],
+        stopped_in_batch: Callable[[str, bool, bool], Awaitable[None]],
     ) -> None:
         self._conn = conn
         self._ends = ends
@@ -153,11 +182,13 @@ class Cancels:
         # member as the scheduler held them when it left (``FairScheduler.started_before``).
         self._schedule_again = schedule_again
         self._now = now
-        # Told of a job stopped while its batch renders on for others' jobs, and whether its
-        # owner pays (``JobQueue.set_progress_listener``): its member sees it end at once.
+        # Told of a job stopped while its batch renders on for others' jobs, whether its owner
+        # pays, and whether the stop was imposed (``JobQueue._stopped_in_batch``): it ends at
+        # once, and its member sees it.
         self._stopped_in_batch = stopped_in_batch
-        # Queued jobs whose cancel is being written (``cancel``): out of the scheduler
-        # meanwhile, so a second click is told so, not that the job ended.
+        # Queued jobs whose cancel is being written (``cancel``), and jobs stopped in a batch
+        # that renders on whose end is (``_stop_running``): out of the scheduler meanwhile, so
+        # a second click is told so, not that the job ended.
         self._cancelling: set[str] = set()
         # Those of them a stop was imposed on meanwhile (a ban's): their cancel, refused, ends
         # them all the same rather than queues them again.
@@ -253,7 +284,9 @@ class Cancels:
                         stopped_by=stopped_by,
                         clicked_first=clicked_first,
                     )
-                stopping = self._stop_running(job_id, owner_pays=owner_pays, why=why)
+                stopping = await self._stop_running(
+                    job_id, owner_pays=owner_pays, why=why, imposed=imposed
+                )
                 if stopping is not None:
                     return stopping
                 # Ended meanwhile, or queued again as its start did not happen.
@@ -338,6 +371,11 @@ class Cancels:
         if imposed:
             return await self._impose_meanwhile(job_id)
         raise UserError(f"Job `{job_id}` is being cancelled already.", Reason.BUSY)
+
+    def imposed_meanwhile(self, job_id: str) -> bool:
+        """Whether a stop was imposed on the owner of ``job_id`` while another cancel of it
+        is written (``_impose_meanwhile``)."""
+        return job_id in self._imposed_meanwhile
 
     async def _impose_meanwhile(self, job_id: str) -> CancelOutcome:
         """A stop imposed on queued ``job_id``'s owner (a ban's, a withdrawal's) while another
@@ -441,13 +479,23 @@ class Cancels:
                 refused,
             )
 
-    def _stop_running(self, job_id: str, *, owner_pays: bool, why: str) -> CancelOutcome | None:
-        """Stop ``job_id`` if its batch is running (None: it is not)."""
+    async def _stop_running(
+        self, job_id: str, *, owner_pays: bool, why: str, imposed: bool
+    ) -> CancelOutcome | None:
+        """Stop ``job_id`` if its batch is running (None: it is not); one whose batch renders
+        on for others' jobs ends before this returns (``JobQueue._stopped_in_batch``: its end
+        tried once when ``imposed``, as ``cancel`` says), held in ``_cancelling`` while its end
+        is written (out of the running batches, not finished: a second cancel is told so)."""
         if (running := self._running.get(job_id)) is None:
             return None
         owner_charged = running.cancel(job_id, owner_pays=owner_pays, why=why)
         if running.renders_on():
-            self._stopped_in_batch(job_id, owner_charged)
+            self._cancelling.add(job_id)
+            try:
+                await self._stopped_in_batch(job_id, owner_charged, imposed)
+            finally:
+                self._cancelling.discard(job_id)
+                self._imposed_meanwhile.discard(job_id)
             return CancelOutcome.STOPPED_IN_BATCH if owner_charged else CancelOutcome.STOPPING_FREE
         if owner_charged:
             return CancelOutcome.STOPPING

@@ -25,6 +25,7 @@ from bot.images import (
     posted_as_grid,
     posted_file,
     posted_grid_png,
+    written_seeds,
 )
 from bot.jobs import accounting
 from bot.jobs.queue.delivery import Delivery
@@ -51,7 +52,7 @@ def composed_grid(request: RenderRequest, rendered: Sequence[RenderedImage]) -> 
         pictures = [image.picture for image in rendered if image.picture is not None]
         if len(pictures) < len(rendered):
             pictures = decoded([image.png for image in rendered])
-        seeds = [image.seed for image in rendered]
+        seeds = written_seeds(rendered)
         return posted_grid_png(request, pictures, rendered[0].infotext, seeds)
     except Exception:
         log.exception("the grid of %d pictures could not be composed early", len(pictures))
@@ -91,6 +92,15 @@ def _unstored(job_id: str, error: Exception) -> str:
         f"the pictures were rendered but could not be stored on the server "
         f"({reason or type(error).__name__}); reference {job_id}"
     )
+
+
+# The GPU seconds an ended job is charged (None: refunded whole), or how to read them as its
+# end is written.
+Charge = float | Callable[[], float | None] | None
+
+
+def _charged(used_s: Charge) -> float | None:
+    return used_s() if callable(used_s) else used_s
 
 
 @dataclass
@@ -291,7 +301,7 @@ class JobEnds:
         self,
         job_id: str,
         error: str,
-        used_s: float | None = None,
+        used_s: Charge = None,
         *,
         retried: bool = True,
         ask_first: bool = True,
@@ -308,7 +318,7 @@ class JobEnds:
         self,
         job_id: str,
         error: str,
-        used_s: float | None = None,
+        used_s: Charge = None,
         *,
         retried: bool = True,
         ask_first: bool = True,
@@ -321,12 +331,12 @@ class JobEnds:
         False for one known asked, and for one ended by the rules of now at its start, which
         the next start judges again), so a stop of Easel meanwhile still ends it at the next
         start, not renders and charges it. ``stopped_by``: who stopped it, unless its ask
-        recorded that (None; ``journal.mark_failed``)."""
+        recorded that (None; ``journal.mark_failed``). ``used_s`` as ``record_failure``."""
         if await self._end_recorded(
             job_id, error, cancelled=True, used_s=used_s, retried=retried, stopped_by=stopped_by
         ):
             return True
-        self._ends_unrecorded[job_id] = _KeptCancel(error, used_s, ask_first, stopped_by)
+        self._ends_unrecorded[job_id] = _KeptCancel(error, _charged(used_s), ask_first, stopped_by)
         return False
 
     async def failure_recorded(self, job_id: str, error: str) -> bool:
@@ -367,7 +377,7 @@ class JobEnds:
         error: str,
         *,
         cancelled: bool,
-        used_s: float | None,
+        used_s: Charge,
         retried: bool = True,
         stopped_by: journal.StoppedBy | None = None,
         clicked_first: bool = False,
@@ -514,7 +524,7 @@ class JobEnds:
         error: str,
         *,
         cancelled: bool = False,
-        used_s: float | None = None,
+        used_s: Charge = None,
         retried: bool = True,
         stopped_by: journal.StoppedBy | None = None,
         clicked_first: bool = False,
@@ -523,11 +533,12 @@ class JobEnds:
         running) its pictures refunded and those GPU seconds charged: cancelling a render at
         its last step must not make it free. The end and its refund or charge are one
         transaction: a crash leaves both or neither. ``stopped_by``, ``clicked_first``: a
-        cancel's stopper (``journal.mark_failed``)."""
+        cancel's stopper (``journal.mark_failed``). A ``used_s`` to call is read as the end
+        commits (a stop imposed meanwhile may make it free)."""
         now = self._now()
         outcome = "cancelled" if cancelled else "failed"
 
-        async def record() -> None:
+        async def record() -> float | None:
             async with transaction(self._conn):
                 await journal.mark_failed(
                     self._conn,
@@ -538,21 +549,22 @@ class JobEnds:
                     stopped_by=stopped_by,
                     clicked_first=clicked_first,
                 )
-                if used_s is None:
+                if (charged := _charged(used_s)) is None:
                     await accounting.refund(self._conn, job_id, now)
                 else:
-                    await accounting.charge(self._conn, job_id, used_s, 0, now)
+                    await accounting.charge(self._conn, job_id, charged, 0, now)
                 await self._owe_settle(job_id, outcome, now)
+                return charged
 
-        await self._writer.write(f"job {job_id}: its end", record, retried=retried)
+        charged = await self._writer.write(f"job {job_id}: its end", record, retried=retried)
         self._on_ended(job_id, outcome)
-        if used_s is None:
+        if charged is None:
             log.info("job %s refunded", job_id, extra=job_event(job_id, "refunded"))
         else:
             log.info(
                 "job %s charged %.1f GPU seconds, no pictures",
                 job_id,
-                used_s,
+                charged,
                 extra=job_event(job_id, "charged"),
             )
 

@@ -79,6 +79,7 @@ from inference.types import (
     RenderInputError,
     RenderRequest,
     StepProgress,
+    steps_run,
 )
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,17 @@ def _renders_alone(job: journal.JobRecord) -> bool:
     return job.attempts > 0 or job.renders_alone
 
 
-def _shares(seconds: float, pictures: Sequence[int]) -> list[float]:
-    """A batch's GPU ``seconds`` shared by its jobs in proportion to their ``pictures``."""
-    total = sum(pictures) or 1
-    return [seconds * count / total for count in pictures]
+def _shares(
+    seconds: float, requests: Sequence[RenderRequest], pictures: Sequence[int]
+) -> list[float]:
+    """A batch's GPU ``seconds`` shared by its jobs (``requests``) in proportion to what each
+    would cost alone: its ``pictures`` at its prompts' work (``accounting.batch_weight``)."""
+    weights = [
+        accounting.batch_weight(request, count)
+        for request, count in zip(requests, pictures, strict=True)
+    ]
+    total = sum(weights) or 1
+    return [seconds * weight / total for weight in weights]
 
 
 def _device_seconds(results: Sequence[list[RenderedImage]], waited_s: float) -> float:
@@ -226,6 +234,9 @@ class JobQueue:
         # ``mark_done``): the journal says running, so a crash meanwhile counts them an attempt,
         # and a suspect waits until this is empty; one in it is still a suspect.
         self._recording: set[str] = set()
+        # Each rendered job's share of its batch's measured GPU seconds, until its scheduler
+        # slot is freed (``_release``): its member's fair share moves by it.
+        self._measured: dict[str, float] = {}
         # Jobs queued again after a start that did not happen (``_queue_again``), until they
         # end: their next start logs "started" again, but adds no second queue-wait sample.
         self._requeued: set[str] = set()
@@ -262,6 +273,7 @@ class JobQueue:
         # Rendered batches being stored, charged and delivered while their slot renders on.
         self._finishing: set[asyncio.Task[None]] = set()
         self._start_gate: StartGate | None = None
+        self._first_wait: Callable[[], Awaitable[None]] | None = None
         self._progress: ProgressListener | None = None
         self._stopped_listener: StoppedListener | None = None
         self._stopping = False
@@ -305,9 +317,15 @@ class JobQueue:
         post was refused with a 401 (``Delivery.set_token_check``)."""
         self._delivery.set_token_check(check)
 
-    def set_start_gate(self, gate: StartGate) -> None:
-        """Asked about each job as its batch starts: one it refuses uses no GPU time."""
+    def set_start_gate(
+        self, gate: StartGate, first_wait: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Asked about each job as its batch starts: one it refuses uses no GPU time. Each
+        device's dispatcher awaits ``first_wait`` before its first job (Discord's READY, for
+        the gate to tell of jobs restored at start-up): the jobs stay queued meanwhile, in
+        their places."""
         self._start_gate = gate
+        self._first_wait = first_wait
 
     def _delivery_waits_for(self, job: journal.JobRecord) -> Callable[[], Awaitable[None]] | None:
         """What ``job``'s delivery waits for before its lane's turn: as its start would
@@ -767,6 +785,8 @@ class JobQueue:
         # job: lost without costing one an attempt.
         if (failed := await self._probe(slot)) is not None:
             self._lose(slot.device, failed, ())
+        if self._first_wait is not None:
+            await self._first_wait()
         while slot.device not in self._lost:
             if (batch := await self._next_batch(slot.device)) is None:
                 break
@@ -840,7 +860,7 @@ class JobQueue:
             if job_id not in self._recording:  # else a suspect until its outcome is recorded
                 self._suspects.discard(job_id)  # it ended before it rendered
             try:
-                self._scheduler.finish(job_id)
+                self._scheduler.finish(job_id, self._measured.pop(job_id, None))
             except KeyError:
                 log.exception("job %s: released twice; the dispatcher goes on", job_id)
 
@@ -895,6 +915,9 @@ class JobQueue:
         if not jobs:
             return
         requests = [journaled_request(self._data_dir, job.request_json) for job in jobs]
+        running.started_render(
+            {job.id: request for job, request in zip(jobs, requests, strict=True)}
+        )
         for job in jobs:
             if job.id not in self._requeued:  # one sample of its wait: until it first started
                 metrics.job_started(now - job.created_at)
@@ -1153,9 +1176,12 @@ class JobQueue:
             # stopped in a shared render before the last stop pays until its own.
             ended = time.perf_counter()
             elapsed = stop.used_s if isinstance(stop, RenderStoppedAfter) else ended - started
-            used = _shares(elapsed, [request.count for request in requests])
+            used = _shares(elapsed, requests, [request.count for request in requests])
             stops = running.stops(started, ended)
             for job_id, used_s in zip(ids, used, strict=True):
+                if job_id in running.left_out:  # ended at its stop (``_stopped_in_batch``)
+                    continue
+                self._measured[job_id] = used_s
                 # Not cancelled (Easel stops): refunded whole.
                 if (stopped := stops.get(job_id)) is None:
                     await self._ends.end_cancelled(job_id, "cancelled")
@@ -1189,6 +1215,8 @@ class JobQueue:
             )
             running.rendering = False  # a job cancelled while it waits for its turn is refunded
             for job, request in zip(jobs, requests, strict=True):
+                if job.id in running.left_out:  # ended at its stop (``_stopped_in_batch``)
+                    continue
                 if job.id in running.cancelled:
                     await self._ends.end_cancelled(job.id, running.why[job.id])
                 else:
@@ -1221,13 +1249,27 @@ class JobQueue:
         background, while the slot, free now, renders its next batch."""
         ended = time.perf_counter()
         waited = ended - started  # a remote slot's: the broker's wait too
-        metrics.render_finished(requests[0].model, slot.device, requests[0].steps, waited)
+        ran = sum(steps_run(images) for images in results)
+        metrics.render_finished(requests[0].model, slot.device, ran, waited)
         elapsed = _device_seconds(results, waited)
+        pictures = [
+            request.count if job.id in (failed or {}) else len(rendered)
+            for job, request, rendered in zip(jobs, requests, results, strict=True)
+        ]
+        used = _shares(elapsed, requests, pictures)
         cancelled = running.stops(started, ended)
+        # Those ended at their stop (``_stopped_in_batch``) keep their share of ``elapsed``
+        # (their partners pay only their own), and nothing more of them is recorded.
+        kept = [index for index, job in enumerate(jobs) if job.id not in running.left_out]
+        jobs = [jobs[index] for index in kept]
+        requests = [requests[index] for index in kept]
+        results = [results[index] for index in kept]
+        used = [used[index] for index in kept]
+        self._measured.update((job.id, used_s) for job, used_s in zip(jobs, used, strict=True))
         self._recording.update(job.id for job in jobs)
         self._in_background(
             self._finish_rendered(
-                jobs, requests, results, cancelled, elapsed, failed or {}, slot.device
+                jobs, requests, results, cancelled, used, failed or {}, slot.device
             )
         )
 
@@ -1256,24 +1298,20 @@ class JobQueue:
         requests: list[RenderRequest],
         results: list[list[RenderedImage]],
         cancelled: Mapping[str, Stop],
-        elapsed: float,
+        used: Sequence[float],
         failed: Mapping[str, RenderFailed],
         device: str,
     ) -> None:
-        """Store, charge and deliver the jobs of a rendered batch; one ``cancelled`` while it
-        rendered gets no pictures, and its share of ``elapsed`` until its stop is charged when
-        its owner chose the stop (``Stop.charge``), else refunded whole. One
-        ``failed`` on ``device`` (its pictures came out blank) ends failed, refunded and told:
-        its share is charged to no one, its partners pay their own.
+        """Store, charge and deliver the jobs of a rendered batch (none ended at its stop:
+        ``_rendered``); one ``cancelled`` while it rendered gets no pictures, and its share of
+        the render's time (``used``) until its stop is charged when its owner chose the stop
+        (``Stop.charge``), else refunded whole. One ``failed`` on ``device`` (its pictures
+        came out blank) ends failed, refunded and told: its share is charged to no one, its
+        partners pay their own.
 
         Recorded one job after another, each in its own transaction (their partners' failures
         are not theirs). Delivered once all are recorded, each in its lane's turn
         (``Delivery.in_turn``): one member's upload to Discord never waits for another's."""
-        pictures = [
-            request.count if job.id in failed else len(rendered)
-            for job, request, rendered in zip(jobs, requests, results, strict=True)
-        ]
-        used = _shares(elapsed, pictures)
         recorded: list[tuple[journal.JobRecord, bytes | None]] = []
         try:
             for job, request, rendered, used_s in zip(jobs, requests, results, used, strict=True):
@@ -1344,11 +1382,33 @@ class JobQueue:
 
         return report
 
-    def _stopped_in_batch(self, job_id: str, charged: bool) -> None:
-        """Job ``job_id`` was stopped while its batch renders on for others' jobs: its
-        listener shows it ended at once (its notice comes once the batch's render ends)."""
+    async def _stopped_in_batch(self, job_id: str, charged: bool, imposed: bool) -> None:
+        """Job ``job_id`` was stopped while its batch renders on for others' jobs (one
+        rendered here: a broker's slot renders one job at a time): its listener shows it
+        ended at once, and it ends at once: left out of its batch before any await (the
+        render's end, a device lost, a put back skip it), its scheduler slot freed, its end
+        written, charged ``RunningBatch.charge_at_stop`` (free should a stop be imposed
+        meanwhile), and its notice delivered (a refused
+        end kept for the sweep, as any cancel's). A stop ``imposed`` on its owner tries its
+        end once (``Cancels.cancel``: a ban's must not wait minutes for a busy database)."""
         if self._stopped_listener is not None:
             self._stopped_listener(job_id, charged)
+        running = self._running[job_id]  # ``Cancels._stop_running`` calls this before any await
+        running.left_out.add(job_id)
+        # The scheduler is paid as measured (``FairScheduler.finish``), as the render's end pays.
+        self._measured[job_id] = running.share_until_stop(job_id)
+        self._release([job_id])
+        async with self._wakeup:
+            self._wakeup.notify_all()
+
+        def charge() -> float | None:
+            # Read as its end commits: a stop imposed while it is written (a ban's) makes it
+            # free, as a refund wins (``RunningBatch.cancel``).
+            if self._cancels.imposed_meanwhile(job_id):
+                return None
+            return running.charge_at_stop(job_id)
+
+        await self._ends.end_cancelled(job_id, running.why[job_id], charge, retried=not imposed)
 
     async def _fail(self, job_id: str, error: Exception, device: str) -> None:
         """End a job whose render failed with ``error``: its member told."""

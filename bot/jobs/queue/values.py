@@ -197,7 +197,8 @@ class StartGate(Protocol):
 ProgressListener = Callable[[str, StepProgress], None]
 # Told of a job stopped while its batch renders on for others' jobs (``Cancels.cancel``), and
 # whether its owner pays its GPU time until the stop: its member is shown at once that it
-# ended, the notice of its end following once its batch's render ends.
+# ended, the notice of its end following as soon as that end is written, not once its
+# batch's render ends (``JobQueue._stopped_in_batch``).
 StoppedListener = Callable[[str, bool], None]
 
 
