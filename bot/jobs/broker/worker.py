@@ -1116,7 +1116,9 @@ async def _tell_models(hub: _Hub, loops: list[_DeviceLoop], every_s: float) -> N
         with contextlib.suppress(nats.errors.Error):
             await hub.nc.publish(WORKERS_SUBJECT, beat.encode())
             if not told_refusal:
-                await hub.nc.flush(RTT_PING_TIMEOUT_S)
+                # Shielded: a flush cancelled by the stop leaves nats-py a PONG for a cancelled
+                # future, which its read loop logs as a traceback (InvalidStateError).
+                await asyncio.shield(hub.nc.flush(RTT_PING_TIMEOUT_S))
         error = hub.nc.last_error
         if not told_refusal and error is not before and WORKERS_SUBJECT in str(error).lower():
             told_refusal = True
