@@ -17,7 +17,6 @@ import pytest
 
 from bot.jobs.accounting import Member
 from bot.jobs.queue import CancelOutcome, FinishedJob, JobQueue, Submission
-from bot.jobs.scheduler import FairScheduler
 from bot.policy.quota import Period, period_start
 from bot.user_errors import UserError
 from db import jobs as journal
@@ -25,6 +24,7 @@ from db import quotas as ledger
 from inference.types import RenderRequest, StepProgress
 from inference.worker import DeviceWorker
 from tests.support.engines import HeldEngine, InstantEngine, SharedBatchEngine
+from tests.support.scheduler_finishes import noted_finishes
 from tests.support.sinks import RecordingSink, started_queue
 
 GUILD = 5
@@ -188,14 +188,7 @@ async def test_a_job_stopped_beside_a_partner_ends_at_once_and_its_partner_rende
     """Stopped in a shared render, a job is shown no more and ends at once (the journal,
     /queue, its notice, its charge, its scheduler slot paid as measured), while its partner's
     picture still renders; the render's end records and tells nothing more of it."""
-    finished: dict[str, float | None] = {}
-    finish = FairScheduler.finish
-
-    def measured_finish(self: FairScheduler, job_id: str, used_s: float | None = None) -> None:
-        finished[job_id] = used_s
-        finish(self, job_id, used_s)
-
-    monkeypatch.setattr(FairScheduler, "finish", measured_finish)
+    finished = noted_finishes(monkeypatch)
     with SharedBatchEngine(seconds=2.0, preview=b"a preview") as engine:
         batch = await RenderingBeside.started(conn, tmp_path, engine)
         queue, sink, stopped, partner = batch.queue, batch.sink, batch.stopped, batch.partner

@@ -13,11 +13,11 @@ import pytest
 from bot.jobs.queue import JobQueue, Submission
 from bot.jobs.queue.cancels import RunningBatch
 from bot.jobs.queue.job_queue import _shares
-from bot.jobs.scheduler import FairScheduler
 from inference.prompt_work import PromptWork
 from inference.types import RenderRequest
 from inference.worker import DeviceWorker
 from tests.support.engines import InstantEngine
+from tests.support.scheduler_finishes import noted_finishes
 from tests.support.sinks import started_queue
 
 GUILD = 5
@@ -35,14 +35,7 @@ async def test_a_batch_is_shared_by_each_jobs_own_work(
     """Member 1's prompt has 4 ``AND`` parts (5 rows a picture), member 2's 3 (4 rows): one
     band, so one batch. Member 1 pays 5/9 of its time, member 2 4/9, where pictures alone
     said half each; the scheduler is told the same shares."""
-    finished: dict[str, float | None] = {}
-    finish = FairScheduler.finish
-
-    def noting(self: FairScheduler, job_id: str, used_s: float | None = None) -> None:
-        finished[job_id] = used_s
-        finish(self, job_id, used_s)
-
-    monkeypatch.setattr(FairScheduler, "finish", noting)
+    finished = noted_finishes(monkeypatch)
 
     engine = InstantEngine(seconds=0.3)
     slots = [DeviceWorker("cpu", lambda _: engine)]
