@@ -397,7 +397,9 @@ class EaselBot(commands.Bot):
         await self.queue.start(before_delivery=bans.start_restored_checks)
         # Their messages' places move again, through their channels.
         self.results.follow_restored(
-            await self.queue.queued_progress_posts(), self.queue.queued_places
+            await self.queue.queued_progress_posts(),
+            self.queue.queued_places,
+            await self.queue.queued_private_tokens(),
         )
         # In the background, the gateway not kept waiting (seconds with many members): a
         # command before it ends reads what it needs, as without it.

@@ -17,9 +17,8 @@ from bot.user_errors import UserError
 from inference.compare import COMPARE_OPTION, MAX_CELLS, AxisLabels, cell_requests
 from inference.face_options import FIX_FACES_PROMPT
 from inference.infotext import format_value
-from inference.limits import MAX_CFG, MAX_GIVEN_SEED, MIN_CFG, MIN_STEPS
+from inference.limits import MAX_CFG, MAX_SEED, MIN_CFG, MIN_STEPS
 from inference.names import as_typed
-from inference.prompts.flags import seed_read_back
 from inference.prompts.wildcards import draws_by_seed
 from inference.samplers import canonical_sampler_name
 from inference.types import RenderInputError, RenderRequest
@@ -89,9 +88,7 @@ def parse_axis(
     field = {Axis.SEED: "seed", Axis.SAMPLER: "sampler", Axis.STEPS: "steps"}.get(
         axis, "cfg_scale" if axis is Axis.CFG else "model"
     )
-    # A seed past 32 bits (the web UI's) renders the noise it gives, as /imagine's --seed does.
-    rendered = [seed_read_back(v) for v in parsed] if axis is Axis.SEED else parsed
-    return AxisValues(axis, [format_value(v) for v in parsed], [{field: v} for v in rendered])
+    return AxisValues(axis, [format_value(v) for v in parsed], [{field: v} for v in parsed])
 
 
 def plan_comparison(base: RenderRequest, x: AxisValues, y: AxisValues | None) -> Comparison:
@@ -187,7 +184,7 @@ def _parse_value(axis: Axis, value: str, max_steps: int, models: Collection[str]
         return [model]
     numbers = _numbers(axis, value)
     low, high = {
-        Axis.SEED: (0, MAX_GIVEN_SEED),
+        Axis.SEED: (0, MAX_SEED),
         Axis.STEPS: (MIN_STEPS, max_steps),
         Axis.CFG: (MIN_CFG, MAX_CFG),
     }[axis]
@@ -241,12 +238,13 @@ def _spread(
     kind: type[int] | type[float], start: Any, end: Any, count: int, value: str
 ) -> list[Any]:
     """``count`` values evenly from ``start`` to ``end``, both included: whole numbers are
-    truncated, as the web UI gives ``1-10 [5]`` as 1, 3, 5, 7, 10."""
+    truncated, as the web UI gives ``1-10 [5]`` as 1, 3, 5, 7, 10. They are worked out in
+    whole numbers: a float keeps 53 bits, and seeds have 63."""
     if count < 1:
         raise UserError(f"The range {value!r} must ask for at least 1 value.")
     if count == 1:
         return [start]
-    spread = [
-        start + (end - start) * index / (count - 1) for index in range(min(count, MAX_CELLS + 1))
-    ]
-    return [round(number, 4) if kind is float else int(number + 1e-9) for number in spread]
+    indexes = range(min(count, MAX_CELLS + 1))
+    if kind is int:  # floored: the same as truncated, as a range's values are not negative
+        return [start + (end - start) * index // (count - 1) for index in indexes]
+    return [round(start + (end - start) * index / (count - 1), 4) for index in indexes]

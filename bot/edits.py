@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple, cast
 
 from bot.images import bounded
 from bot.infotext_import import MODEL_SHAPED, read_picture_options
-from bot.requests import RequestError, check_prompt_length, random_seed
+from bot.requests import RequestError, check_prompt_length
 from inference.face_options import FACE_RESTORE, FIX_FACES
 from inference.images import (
     MASK_BLUR,
@@ -30,10 +30,10 @@ from inference.images import (
     load_input_image,
 )
 from inference.infotext import guidance_of, parse_infotext, sampler_and_schedule
-from inference.limits import MAX_SEED, MIN_SIZE
+from inference.limits import MAX_SEED, MIN_SIZE, written_seed, written_seed_note
 from inference.outpaint import OutpaintOptions
 from inference.presets import vary_strength
-from inference.prompts.flags import seed_read_back
+from inference.prompts.flags import random_seed
 from inference.types import Mode, RenderInputError, RenderRequest
 from inference.upscale import UpscaleOptions
 from inference.validation import validate_request
@@ -47,12 +47,17 @@ PICTURE_OPTIONS = ("clip_skip", "pad_conds", "tile", "vae", "relax")
 
 class PictureRenderers(NamedTuple):
     """What a picture's own settings may name where it is rendered from again: the models
-    and VAEs installed that the server allows, and which of those models are of a flow
-    family (Flux, SD 3: no clip skip, tiling or pad conds; ``inference.family_rules``)."""
+    and VAEs installed that the server allows, which of those models are of a flow family
+    (Flux, SD 3: no clip skip, tiling or pad conds; ``inference.family_rules``), the installed
+    models that take Flux's distilled guidance as their CFG, and the model a request naming
+    none renders with (None: not known), which stands in for a picture's model not available
+    here."""
 
     models: list[str]
     vaes: list[str]
     flow_models: list[str]
+    distilled_models: list[str]
+    default_model: str | None
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ def request_from_infotext(
     *,
     usable_vaes: Collection[str] = (),
     flow_models: Collection[str] = (),
+    distilled_models: Collection[str] = (),
+    default_model: str | None = None,
     prompt_required: bool = True,
     how_to_give_a_prompt: str = "give one with `prompt`",
 ) -> RenderRequest:
@@ -94,7 +101,9 @@ def request_from_infotext(
     required: where the member is, the way to give one. Its VAE is kept when ``usable_vaes``
     (installed and allowed here) names it, else left out with a note. The picture's model
     among ``flow_models`` (Flux, SD 3) was never rendered with the clip skip, tiling or pad
-    conds its text may carry (another UI's): they are left out, with a note."""
+    conds its text may carry (another UI's): they are left out, with a note. Its CFG is read
+    for the model that renders (``guidance_of``): the picture's, else ``default_model`` (None:
+    not known, an SD model's true CFG), as a Flux one among ``distilled_models`` takes it."""
     typed_prompt = (prompt or "").strip()
     if bounded(infotext) is None and (typed_prompt or not prompt_required):
         # Past the bound, its settings are not carried over where they are not needed;
@@ -115,7 +124,10 @@ def request_from_infotext(
     # upload's), with no banned-word check, and a note is posted in Easel's caption.
     notes: list[str] = []
     fields: dict[str, Any] = {}
-    seed, steps = params.get("Seed"), params.get("Steps")
+    steps = params.get("Steps")
+    seed = written_seed(params.get("Seed"))
+    if (seed_note := written_seed_note(params.get("Seed"))) is not None:
+        notes.append(seed_note)  # another UI's 64-bit seed, say
     if isinstance(steps, int):
         fields["steps"] = steps
     if params.get("Fast"):  # the same picture again needs the same fast mode
@@ -133,8 +145,8 @@ def request_from_infotext(
             fields["model"] = model
         else:
             notes.append("the picture's model is not available here; the default model is used")
-    # The guidance as the model rendering it takes it (the default's: not known, true CFG).
-    cfg = guidance_of(params, distilled_model=fields.get("model") in flow_models)
+    rendering = fields.get("model", default_model)
+    cfg = guidance_of(params, distilled_model=rendering in distilled_models)
     if isinstance(cfg, int | float):
         fields["cfg_scale"] = float(cfg)
     if usable_models is not None:  # a pass that renders: the options shaping its pixels
@@ -145,7 +157,7 @@ def request_from_infotext(
     return RenderRequest(
         prompt=typed_prompt or stored_prompt,
         negative_prompt=negative,
-        seed=seed_read_back(seed) if isinstance(seed, int) else random_seed(),
+        seed=random_seed() if seed is None else seed,
         notes=notes,
         **fields,
     )
@@ -161,6 +173,8 @@ def picture_settings(infotext: str | None, renderers: PictureRenderers | None) -
         None if renderers is None else renderers.models,
         usable_vaes=() if renderers is None else renderers.vaes,
         flow_models=() if renderers is None else renderers.flow_models,
+        distilled_models=() if renderers is None else renderers.distilled_models,
+        default_model=None if renderers is None else renderers.default_model,
         prompt_required=False,
     )
 

@@ -59,6 +59,10 @@ POST_DELETE_TRIES = 12
 # was announced still withdraws it.
 DELETIONS_KEPT_S = 60.0
 DELETIONS_KEPT = 4096
+# A deletion heard while a moderator's Delete click on that post is under way waits this long
+# for the click's answer (Discord's retries can take minutes); then it withdraws the job as
+# Easel's.
+CLICK_ANSWER_WAIT_S = 30.0
 # The setting name of the audit row (/easel-admin audit) of a moderator's withdrawal.
 WITHDRAWAL_AUDITED_AS = "jobs withdrawn (their post deleted)"
 # Results Easel withheld at delivery, refunded (a rule changed during the render, or they could
@@ -161,6 +165,16 @@ class HistoryPage:
     page: int  # 0-based
     page_count: int
     total: int
+
+
+@dataclass(frozen=True)
+class PageAnchor:
+    """Where a page turn reads from (keyset: as fast on the last of 3,000 pages as on the
+    first): the job next to the page it turns to, the last of the page before it (``older``:
+    a turn to the next page) or the first of the page after it."""
+
+    job_id: str
+    older: bool
 
 
 @dataclass(frozen=True)
@@ -334,18 +348,43 @@ class History:
         self._deleted_channels: ExpiringKeys[tuple[int, int]] = ExpiringKeys(
             DELETIONS_KEPT_S, DELETIONS_KEPT
         )
-        # The posts a moderator's Delete click is deleting now: who clicked
-        # (``withdraw_deleted``).
-        self._deleting_by: dict[tuple[int, int, int], int] = {}
+        # The posts moderators' Delete clicks are deleting now: an event per click, set once
+        # it is answered (``withdraw_deleted`` waits for them).
+        self._deleting: dict[tuple[int, int, int], list[asyncio.Event]] = {}
         # The members whose /forget-me request is being erased or answered now: set when it
         # ends.
         self._erasing_now: dict[int, asyncio.Event] = {}
 
     async def page(
-        self, user_id: int, page: int, search: str | None = None, *, guild_id: int | None
+        self,
+        user_id: int,
+        page: int,
+        search: str | None = None,
+        *,
+        guild_id: int | None,
+        next_to: PageAnchor | None = None,
     ) -> HistoryPage:
         """Page ``page`` (clamped to the last one) of the member's jobs in the guild (None:
-        direct messages), newest first: results belong to the server they were made in."""
+        direct messages), newest first: results belong to the server they were made in. A
+        turn from a shown page reads the jobs ``next_to`` its edge (keyset), numbered by where
+        they stand now (jobs made or erased since that page was shown move it). Else by
+        number (each job before it read): the page asked where there is no edge, or the
+        edge's job is gone or finds none older (jobs erased since); the first page (the
+        newest jobs) where the turn is to it, or finds less than a page newer than its edge."""
+        if next_to is not None and page > 0:
+            entries = await store.page_next_to(
+                self._conn,
+                user_id,
+                next_to.job_id,
+                older=next_to.older,
+                guild_id=guild_id,
+                search=search,
+                limit=PAGE_SIZE,
+            )
+            if entries and (next_to.older or len(entries) == PAGE_SIZE):
+                return await self._page_at(user_id, entries, guild_id=guild_id, search=search)
+            if entries is not None and not next_to.older:
+                page = 0
         total = await store.count_of_jobs(self._conn, user_id, guild_id=guild_id, search=search)
         page_count = _page_count(total)
         page = min(max(page, 0), page_count - 1)
@@ -359,6 +398,26 @@ class History:
         )
         lines = [_history_line(entry, own=True) for entry in entries]
         return HistoryPage(lines, page, page_count, total)
+
+    async def _page_at(
+        self,
+        user_id: int,
+        entries: list[store.HistoryEntry],
+        *,
+        guild_id: int | None,
+        search: str | None,
+    ) -> HistoryPage:
+        """The page of ``entries`` (read next to an edge), numbered by the jobs before it:
+        behind n jobs it is page ceil(n / PAGE_SIZE), so that its label and ◀ ▶ agree with
+        the jobs it shows (◀ off only with none newer, ▶ only with none older), and a page
+        out of step with the pages by number (jobs made since) does not hide the newest."""
+        around = await store.count_of_jobs_around(
+            self._conn, user_id, entries[0], guild_id=guild_id, search=search
+        )
+        page = -(-around.newer // PAGE_SIZE)
+        page_count = page + _page_count(around.total - around.newer)
+        lines = [_history_line(entry, own=True) for entry in entries]
+        return HistoryPage(lines, page, page_count, around.total)
 
     async def member_jobs_here(self, guild_id: int, user_id: int) -> MemberJobsHere:
         """How many jobs the member made in ``guild_id``: public ones by channel, and
@@ -460,29 +519,78 @@ class History:
         withdrawn (returned), so their pictures are not shown or used again. Each deletion
         is remembered a while (before the write: a post recorded meanwhile is then seen by
         either), for a post Easel records just after it (``_recorded``). Audited as ``by``'s
-        (the moderator whose Delete click deleted it), or as theirs when a click's deletion
-        is under way (``deleting``: its event may come first), else as Easel's."""
+        (the moderator whose Delete click deleted it), else as Easel's. A post that Delete
+        clicks are deleting now (``deleting``: its event may come first) waits for their
+        answers, at most ``CLICK_ANSWER_WAIT_S``, so that the click whose delete landed
+        withdraws it as its moderator's (another click's answer is a 404); the other posts
+        are withdrawn first, without waiting."""
         now = self._clock()
         for message_id in message_ids:
             self._deleted.add((guild_id, channel_id, message_id), now)
+        clicked: set[int] = set()
         if by is None:
-            clicked = (self._deleting_by.get((guild_id, channel_id, m)) for m in message_ids)
-            by = next((clicker for clicker in clicked if clicker is not None), None)
-        return await self._stopped(
+            clicked = {m for m in message_ids if (guild_id, channel_id, m) in self._deleting}
+        unclicked = [message_id for message_id in message_ids if message_id not in clicked]
+        withdrawn = await self._stopped(
             await store.withdraw_deleted_results(
-                self._conn, guild_id, channel_id, message_ids, now, self._audit(by)
+                self._conn, guild_id, channel_id, unclicked, now, self._audit(by)
             )
         )
+        if clicked:
+            posts = [(guild_id, channel_id, message_id) for message_id in clicked]
+            if not await self._clicks_answered(posts):
+                log.warning(
+                    "posts %s: deleted while a moderator's Delete click on them is still "
+                    "unanswered after %.0f s; their jobs are withdrawn as Easel's",
+                    sorted(clicked),
+                    CLICK_ANSWER_WAIT_S,
+                )
+            # Finds nothing new where a click's delete landed: it withdrew the job first.
+            withdrawn += await self._stopped(
+                await store.withdraw_deleted_results(
+                    self._conn, guild_id, channel_id, clicked, now, self._audit(by)
+                )
+            )
+        return withdrawn
+
+    async def _clicks_answered(self, posts: Collection[tuple[int, int, int]]) -> bool:
+        """Wait for the answers of the Delete clicks deleting ``posts`` now (``deleting``);
+        False when one is still unanswered after ``CLICK_ANSWER_WAIT_S``."""
+        clicks = [click.wait() for post in posts for click in self._deleting.get(post, ())]
+        try:
+            async with asyncio.timeout(CLICK_ANSWER_WAIT_S):
+                await asyncio.gather(*clicks)
+        except TimeoutError:
+            return False
+        return True
 
     @contextmanager
-    def deleting(self, post: tuple[int, int, int], by: int) -> Iterator[None]:
-        """A moderator ``by``'s Delete click deletes ``post`` (guild, channel, message) now:
-        its deletion's event, heard meanwhile, withdraws its job as theirs."""
-        self._deleting_by[post] = by
+    def deleting(self, post: tuple[int, int, int]) -> Iterator[None]:
+        """A moderator's Delete click deletes ``post`` (guild, channel, message) now, and
+        withdraws its job as theirs if its delete lands: its deletion's event, heard
+        meanwhile, waits for the click's answer (``withdraw_deleted``)."""
+        answered = asyncio.Event()
+        self._deleting.setdefault(post, []).append(answered)
         try:
             yield
         finally:
-            self._deleting_by.pop(post, None)
+            answered.set()
+            clicks = self._deleting[post]
+            clicks.remove(answered)
+            if not clicks:
+                del self._deleting[post]
+
+    def deleting_now(self, post: tuple[int, int, int]) -> bool:
+        """Whether a moderator's Delete click is deleting ``post`` now (``deleting``)."""
+        return post in self._deleting
+
+    async def deleted_by_moderators(self, post: tuple[int, int, int]) -> bool:
+        """Once the moderators' Delete clicks deleting ``post`` now are answered (at most
+        ``CLICK_ANSWER_WAIT_S``): whether it is gone (its deletion heard), or still being
+        deleted. False: their deletes failed (refused, or Discord's error), and it stays."""
+        answered = await self._clicks_answered([post])
+        gone = self._deleted.holds(post, self._clock())
+        return gone or not answered or self.deleting_now(post)
 
     async def withdraw_by_moderator(self, job_id: str, by: int) -> ModeratorWithdrawal:
         """A moderator ``by`` withdraws a server's job (``/easel-mod withdraw``, or Cancel
@@ -524,7 +632,14 @@ class History:
         withdrawn = await store.withdraw_channel_results(
             self._conn, guild_id, channel_id, now, self._audit()
         )
-        return await self._stopped(withdrawn)
+        await self._stop(withdrawn)
+        # Its kept posts (thousands: batches) only once its queued jobs are stopped, which a
+        # failure here must not skip; the channel stays recorded for the next retention round.
+        try:
+            await store.forget_posts_of_deleted_channels(self._conn)
+        except Exception:
+            log.exception("a deleted channel's kept posts: left to the next retention round")
+        return withdrawn
 
     def message_deleted_lately(self, guild_id: int, channel_id: int, message_id: int) -> bool:
         """Whether Easel heard of this message's deletion in a server's channel lately, or of
@@ -727,14 +842,9 @@ class History:
         """An admin of ``guild_id`` undoes the withdrawal of its job ``job_id`` and of the jobs
         withdrawn with it, made from it or with its pixels (``store.restore_job``), audited
         like the server's settings. ``UserError`` for a job not of this server or not
-        withdrawn."""
-        record = await journal.get_job(self._conn, job_id)
-        if record is None or record.guild_id != guild_id:  # another server's job is not named
-            raise UserError(
-                f"There is no job `{job_id}` in this server; its id is in its result's caption "
-                "and in its maker's /history."
-            )
-        if record.withdrawn_at is None:
+        withdrawn, also when its maker's /forget-me erased it or another admin restored it
+        after the read here."""
+        if not await self._withdrawn_here(guild_id, job_id):
             raise UserError(f"Job `{job_id}` was not withdrawn; there is nothing to restore.")
         restored = await store.restore_job(
             self._conn,
@@ -744,8 +854,26 @@ class History:
             now=self._clock(),
             describe=lambda jobs, private: f"{len(jobs)} restored: {listed_ids(jobs, private)}",
         )
+        if not restored:  # erased, or restored (and maybe withdrawn again) since: read again
+            if await self._withdrawn_here(guild_id, job_id):
+                raise UserError(
+                    f"Job `{job_id}` was restored meanwhile and withdrawn again since; restore "
+                    "it again if you mean to."
+                )
+            raise UserError(f"Job `{job_id}` was restored already; there is nothing to restore.")
         has_pictures = bool(await journal.images_of(self._conn, job_id))
         return Restored(has_pictures, restored[1:])
+
+    async def _withdrawn_here(self, guild_id: int, job_id: str) -> bool:
+        """Whether ``job_id``, a job of ``guild_id``, is withdrawn; ``UserError`` when there is
+        no such job there (another server's job is not named)."""
+        record = await journal.get_job(self._conn, job_id)
+        if record is None or record.guild_id != guild_id:
+            raise UserError(
+                f"There is no job `{job_id}` in this server; its id is in its result's caption "
+                "and in its maker's /history."
+            )
+        return record.withdrawn_at is not None
 
     async def private_among(self, job_ids: Sequence[str]) -> frozenset[str]:
         """Which of ``job_ids`` are private: an answer counts them (``listed_ids``)."""

@@ -8,10 +8,9 @@ import hashlib
 import io
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
@@ -34,13 +33,10 @@ from inference.images import (
 )
 from inference.infotext import (
     PNG_TEXT_KEY,
-    InfotextError,
     format_value,
     infotext_from_png,
-    parse_infotext,
     png_with_infotext,
 )
-from inference.prompts.flags import seed_read_back
 from inference.types import RenderRequest
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -261,37 +257,6 @@ def decoded(pngs: Sequence[bytes]) -> list[Image.Image]:
 def grid_png(pictures: Sequence[Image.Image], infotext: str) -> bytes:
     """The pictures in a near-square grid (2x2 for four), carrying ``infotext``."""
     return png_with_infotext(picture_grid(list(pictures)), infotext)
-
-
-class SeededPicture(Protocol):
-    """A result's picture: the seed it was rendered with, and its text."""
-
-    @property
-    def seed(self) -> int: ...
-
-    @property
-    def infotext(self) -> str: ...
-
-
-def written_seeds(pictures: Iterable[SeededPicture]) -> list[int]:
-    """Each picture's seed as its own text writes it, for a caption or a grid's note to name
-    the seed its PNG does: past 2**32 - 1 a batch's picture renders at Easel's wrapped seed
-    (0, 1...) and its text says the web UI's (4294967296..., ``web_ui_seed``), which gives
-    the same noise. A text naming other noise (a pass over a picture at a new seed) leaves
-    the seed rendered."""
-    return [written_seed(picture.seed, picture.infotext) for picture in pictures]
-
-
-def written_seed(seed: int, infotext: str) -> int:
-    """A picture rendered at ``seed``'s seed as its ``infotext`` writes it (``written_seeds``),
-    for every caption naming it: a post of it alone, a copy, /show."""
-    try:
-        written = parse_infotext(infotext)[2].get("Seed")
-    except InfotextError:
-        return seed
-    if isinstance(written, int) and not isinstance(written, bool):
-        return written if seed_read_back(written) == seed else seed
-    return seed
 
 
 def grid_note(seeds: Sequence[int]) -> str:

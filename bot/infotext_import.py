@@ -36,6 +36,7 @@ from inference.face_options import (
     FIX_FACES_STRENGTH,
     FIX_MASK_BLUR,
     FIX_PADDING,
+    FIX_SEED_KEY,
     HAAR_DETECTOR,
 )
 from inference.file_hashes import file_sha256, recalled_file_sha256
@@ -52,13 +53,21 @@ from inference.infotext import (
     parse_infotext,
     sampler_and_schedule,
 )
-from inference.limits import DEFAULT_CLIP_SKIP, MAX_CLIP_SKIP, MAX_COUNT, MAX_GIVEN_SEED, between
+from inference.limits import (
+    DEFAULT_CLIP_SKIP,
+    MAX_CLIP_SKIP,
+    MAX_COUNT,
+    MAX_SEED,
+    between,
+    written_seed,
+    written_seed_note,
+)
 from inference.metadata import latent_channels_of
-from inference.model_list import models_without_embeddings
+from inference.model_list import installed_flow_models
 from inference.prompts import PromptError, WildcardLibrary, build_plan, extract_extra_networks
 from inference.prompts.chaos import MAX_CHAOS
 from inference.prompts.extra_networks import without_unknown_loras
-from inference.prompts.flags import picture_seeds, seed_read_back
+from inference.prompts.flags import picture_seeds
 from inference.quoting import echoed
 from inference.registry import ModelRegistry
 from inference.samplers import canonical_sampler_name
@@ -94,18 +103,24 @@ FACE_MASK_FIELDS: Mapping[str, object] = {
 }
 # ADetailer's settings for a pass of its own, each behind its "use separate" switch (its
 # scheduler behind the sampler's): Easel's face pass renders with the render's, and its
-# pass over a stored picture writes those it used (``inference.passes.faces``).
+# pass over a stored picture writes those it used (``inference.passes.faces``), with the
+# seed 🔄 drew (``FIX_SEED_KEY``, Easel's: ADetailer renders at the picture's).
 _SEPARATE_SWITCHES = {
     "checkpoint": "checkpoint",
+    "VAE": "VAE",
     "sampler": "sampler",
     "scheduler": "sampler",
     "steps": "steps",
     "CFG scale": "CFG scale",
+    "CLIP skip": "CLIP skip",
 }
 _FACE_SEPARATE_FIELDS = (
     *(f"ADetailer {what}" for what in _SEPARATE_SWITCHES),
     *(f"ADetailer use separate {what}" for what in set(_SEPARATE_SWITCHES.values())),
+    FIX_SEED_KEY,
 )
+# ADetailer's (the web UI's) VAE for the model's own.
+_NO_VAE = "None"
 # ADetailer's first unit's keys Easel reads; its 2nd, 3rd... units add " 2nd", " 3rd"...
 _MODEL = "ADetailer model"
 _FACE_UNIT_FIELDS = (_MODEL, *FACE_FIELDS, *FACE_MASK_FIELDS, *_FACE_SEPARATE_FIELDS)
@@ -115,7 +130,7 @@ _UNIT_SUFFIX = re.compile(r"^ADetailer .+( [0-9]{1,2}(?:st|nd|rd|th))$")
 _FACE_DETECTOR_PREFIXES = ("face_", "mediapipe_face")
 # What Easel's --stop takes (bot.requests): a percentage of the steps, 100 running them all.
 _STOP_PERCENT = range(10, 101)
-# Whole numbers past every setting's range (a seed has 32 bits) are read as text, which each
+# Whole numbers past every setting's range (a seed has 63 bits) are read as text, which each
 # setting refuses in a sentence: no float() or formatting of them overflows.
 _MAX_WHOLE_NUMBER = 2**64
 # ``Hires resize`` sides of more digits are refused unread (int() has a digit limit).
@@ -123,8 +138,8 @@ _MAX_SIDE_DIGITS = 5
 _LISTED_UNKNOWN_FIELDS = 8
 # The options of a picture's text a model of another family may refuse, as notes name them.
 MODEL_SHAPED = {"clip_skip": "clip skip", "tile": "tiling", "pad_conds": "pad conds"}
-# Digits of the longest seed a grid's seeds are read as (the web UI's past 2**32 - 1 included).
-_MAX_SEED_DIGITS = 20
+# Digits of the longest seed a grid's seeds are read as.
+_MAX_SEED_DIGITS = len(str(MAX_SEED))
 
 # A web UI checkpoint title: its name (a file's, with its extension) and its short hash.
 _CHECKPOINT_TITLE = re.compile(r"(.*?)(?: \[([0-9a-fA-F]+)\])?", re.DOTALL)
@@ -211,8 +226,11 @@ class Installed:
     # The embeddings a job here reads (installed and allowed); other names are plain words.
     embeddings: Collection[str] = ()
     # The models of a flow family (Flux, SD 3: ``read_picture_options``' ``flow_model``;
-    # ``inference.model_list.models_without_embeddings``).
+    # ``inference.model_list.FlowModels``).
     flow_models: Collection[str] = ()
+    # Those whose CFG is Flux's distilled guidance (``guidance_of``; SD 3 runs a true CFG:
+    # ``inference.model_list.FlowModels``).
+    distilled_models: Collection[str] = ()
     # The short hashes an installed LoRA is known by (of its tensor data: the web UI's and
     # Easel's since the fourteenth stop; of the whole file: Civitai's AutoV2 and Easel's
     # before), or None: not known yet (being read in the background, or unreadable).
@@ -388,7 +406,7 @@ class _Reader:
     def read(self) -> RenderRequest:
         get = self.params.get
         self._apply({"steps": get("Steps")}, "steps", f"{self.defaults.steps} are used instead")
-        self._apply({"seed": _seed(get("Seed"))}, "seed", "a random seed is used instead")
+        self._read_seed()
         self._read_size()
         self._read_sampler()
         self._read_model()
@@ -402,6 +420,15 @@ class _Reader:
         self._list_unknown_fields()
         return self.request
 
+    def _read_seed(self) -> None:
+        """The seed the text's renders again at (``written_seed``; else the request's random
+        one), told where that is not the seed written."""
+        written = self.params.get("Seed")
+        if (note := written_seed_note(written)) is not None:
+            self._tell(note, "seed")
+        if (seed := written_seed(written)) is not None:
+            self.request = dataclasses.replace(self.request, seed=seed)
+
     @property
     def _model(self) -> str | None:
         """The model the request renders with, as far as known (None: the server's default)."""
@@ -409,10 +436,10 @@ class _Reader:
 
     def _read_guidance(self) -> None:
         """The CFG (``guidance_of``) for the model now chosen. Forge's Flux dev may run true
-        CFG (``CFG scale`` above 1) on top of its distilled guidance; a flow model here takes
-        the distilled value as its CFG (Flux dev's guidance alone, SD 3's true CFG); an SD
-        model runs true CFG, and no distilled guidance."""
-        distilled_model = self._model in self.installed.flow_models
+        CFG (``CFG scale`` above 1) on top of its distilled guidance; a Flux model here takes
+        the distilled value as its CFG (its guidance alone); an SD or SD 3 model runs true
+        CFG, and no distilled guidance."""
+        distilled_model = self._model in self.installed.distilled_models
         cfg = guidance_of(self.params, distilled_model=distilled_model)
         self._apply(
             {"cfg_scale": float(cfg) if isinstance(cfg, int | float) else cfg},
@@ -442,21 +469,23 @@ class _Reader:
         self.unhonoured.append(sentence)
         self.settings_unhonoured.append(setting)
 
-    def _apply(self, changes: dict[str, Any], what: str, instead: str) -> None:
-        """``changes`` (None values skipped) when the request checks accept them."""
+    def _apply(self, changes: dict[str, Any], what: str, instead: str) -> bool:
+        """``changes`` (None values skipped) when the request checks accept them; False
+        where they refuse them (told, ``instead`` done)."""
         changes = {key: value for key, value in changes.items() if value is not None}
         if not changes:
-            return
+            return True
         try:
             candidate = dataclasses.replace(self.request, **changes)
             validate_request(candidate)
         except (RenderInputError, ValueError) as error:
             self._tell(f"{what}: {error}; {instead}", what)
-            return
+            return False
         except TypeError:  # text where the request takes a number
             self._tell(f"{what}: not a number in range; {instead}", what)
-            return
+            return False
         self.request = candidate
+        return True
 
     def _read_size(self) -> None:
         size = self.params.get("Size")
@@ -549,17 +578,25 @@ class _Reader:
         self._tell(sentence, "model")
 
     def _read_variation(self) -> None:
-        seed, strength = (
+        """The variation seed, read by the seed's rule (``written_seed``: another UI's 64-bit
+        one at its low 32 bits; -1 or one naming no noise a random one), and its strength;
+        told where the seed is not the one written."""
+        written, strength = (
             self.params.get("Variation seed"),
             self.params.get("Variation seed strength"),
         )
-        if seed is None and strength is None:
+        if written is None and strength is None:
             return
-        self._apply(
-            {"variation_seed": _seed(seed), "variation_strength": strength},
+        seed = written_seed(written)
+        if seed is None and written is not None:
+            seed = -1  # a random variation seed, drawn at admission
+        taken = self._apply(
+            {"variation_seed": seed, "variation_strength": strength},
             "variation seed",
             "rendered without a variation",
         )
+        if taken and (note := written_seed_note(written, "variation seed")) is not None:
+            self._tell(note, "variation seed")
 
     def _read_grid(self) -> None:
         """Easel's own grid (``Grid: N images, Grid seeds: …`` after its first picture's
@@ -592,10 +629,10 @@ class _Reader:
             word.isascii()
             and word.isdigit()
             and len(word) <= _MAX_SEED_DIGITS
-            and int(word) <= MAX_GIVEN_SEED
+            and int(word) <= MAX_SEED
             for word in words
         ):
-            return f"its seeds are not all whole numbers {between(0, MAX_GIVEN_SEED)}"
+            return f"its seeds are not all whole numbers {between(0, MAX_SEED)}"
         if len(words) > MAX_COUNT:
             return f"a batch here makes at most {MAX_COUNT}"
         request = self.request
@@ -606,7 +643,7 @@ class _Reader:
                 for i in range(len(words))
             )
         ]
-        if request.seed < 0 or [seed_read_back(int(word)) for word in words] != batch:
+        if request.seed < 0 or [int(word) for word in words] != batch:
             return "its seeds are not a batch's from the first picture's seed"
         if self.params.get("Chaos"):
             return "chaos gave each picture a prompt of its own"
@@ -810,16 +847,27 @@ class _Reader:
         checkpoint = separate("checkpoint")
         if checkpoint is not None and not self._is_model(str(checkpoint)):
             differing.append(f"checkpoint{unit} {echoed(checkpoint)}")
+        vae, used_vae = separate("VAE"), request.options.get("vae")  # a file's stem, or None
+        if vae is not None and (None if vae == _NO_VAE else Path(str(vae)).stem) != used_vae:
+            shown = used_vae or "the model's own"
+            differing.append(f"VAE{unit} {echoed(vae)} ({shown} here)")
         sampler, scheduler = separate("sampler"), separate("scheduler")
         asked = {SAMPLER: sampler, SCHEDULE_TYPE: scheduler or request.schedule_type}
         if sampler is not None and not asks_for_sampler(
             asked, request.sampler, request.schedule_type
         ):
             differing.append(f"sampler{unit} {echoed(sampler)} ({request.sampler} here)")
-        for what, used in (("steps", request.steps), ("CFG scale", request.cfg_scale)):
+        for what, used in (
+            ("steps", request.steps),
+            ("CFG scale", request.cfg_scale),
+            ("CLIP skip", request.options.get("clip_skip", DEFAULT_CLIP_SKIP)),
+        ):
             value = separate(what)
             if value is not None and not _same_value(value, used):
                 differing.append(f"{what}{unit} {echoed(value)} ({used:g} here)")
+        fix_seed = self.params.get(FIX_SEED_KEY + unit)
+        if fix_seed is not None and fix_seed != request.seed:
+            differing.append(f"seed{unit} {echoed(fix_seed)} ({request.seed} here)")
         if differing:
             self._tell(
                 f"ADetailer {', '.join(differing)}: the face pass renders with the picture's "
@@ -1033,12 +1081,6 @@ def _resize_target(resize: str) -> tuple[int, int] | str:
     return int(width), int(height)
 
 
-def _seed(value: InfotextValue | None) -> InfotextValue | None:
-    """A pasted seed as Easel renders it: the web UI's seed + i past 2**32 - 1 as the seed
-    that gives its noise (``seed_read_back``)."""
-    return seed_read_back(value) if isinstance(value, int) else value
-
-
 def _bounded(value: InfotextValue) -> InfotextValue:
     """``value``, or its text when it is a whole number past ``_MAX_WHOLE_NUMBER``."""
     return str(value) if isinstance(value, int) and abs(value) > _MAX_WHOLE_NUMBER else value
@@ -1101,6 +1143,7 @@ def installed_in(
     models = registry.names()
     fallback = default_model if default_model in models else (models[0] if models else None)
     lora_files = registry.network_files("lora")
+    flow = installed_flow_models(registry)
 
     def lora_hashes(name: str) -> list[str] | None:
         try:
@@ -1125,7 +1168,8 @@ def installed_in(
         fallback_model=fallback,
         vae_refusal=lambda request: _vae_refusal(registry, request, default_model),
         embeddings=list(registry.network_files("embedding")),
-        flow_models=models_without_embeddings(registry),
+        flow_models=flow.without_embeddings,
+        distilled_models=flow.distilled_guidance,
         lora_hashes=lora_hashes,
     )
 

@@ -65,8 +65,10 @@ _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 60
 METRICS_REGISTRY = CollectorRegistry()
 ProcessCollector(namespace="easel", registry=METRICS_REGISTRY)
 
-# Discord fails an interaction not answered within 3 s: the buckets crowd below that.
-_ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 5, 10)
+# Discord fails an interaction not answered within 3 s (by its clock): the buckets crowd
+# below that.
+ANSWER_DEADLINE_S = 3.0
+_ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, ANSWER_DEADLINE_S, 5, 10)
 
 JOBS = Counter(
     "easel_jobs",
@@ -304,6 +306,23 @@ def watch_gateway(is_up: Callable[[], bool]) -> None:
     _GATEWAY_CONNECTED.is_up = is_up
 
 
+def _warn_clock_off(off_s: float) -> None:
+    """The host's clock is ``off_s`` ahead of Discord's at least (behind, when negative),
+    more than CLOCK_SLACK_S."""
+    log.warning(
+        "this host's clock is at least %.0f s %s Discord's (an interaction's id says when it "
+        "was made), more than the %.0f s Easel allows for: %s; set the clock right (NTP)",
+        abs(off_s),
+        "ahead of" if off_s > 0 else "behind",
+        CLOCK_SLACK_S,
+        "the tokens of jobs restored by a restart count as ended early, and "
+        "acknowledgement latencies read high"
+        if off_s > 0
+        else "a result deleted unheard in a gateway gap may be posted again, and "
+        "acknowledgement latencies read 0",
+    )
+
+
 def discord_http_trace(
     answered: Callable[[int], None] | None = None, lost: Callable[[int], None] | None = None
 ) -> aiohttp.TraceConfig:
@@ -314,15 +333,16 @@ def discord_http_trace(
     reply (a 5xx, or the connection dropped), which Discord may have acted on.
     An interaction made (by its id) more than ``CLOCK_SLACK_S`` after the host's clock says
     it is now is logged once as a warning: the host's clock is behind Discord's by more than
-    Easel allows for (``bot.snowflakes``)."""
-    clock_behind_told = False
+    Easel allows for (``bot.snowflakes``); so is one answered more than that past Discord's
+    deadline (ANSWER_DEADLINE_S) by the host's clock, which Discord took: it is ahead."""
+    clock_told = False
 
     async def on_request_end(
         _session: aiohttp.ClientSession,
         _context: SimpleNamespace,
         params: aiohttp.TraceRequestEndParams,
     ) -> None:
-        nonlocal clock_behind_told
+        nonlocal clock_told
         status = params.response.status
         if status >= 400:
             DISCORD_API_ERRORS.labels(str(status)).inc()
@@ -335,16 +355,10 @@ def discord_http_trace(
         if status < 400:
             latency_s = time.time() - made_at(interaction_id)
             ACK_LATENCY.observe(max(0.0, latency_s))
-            if latency_s < -CLOCK_SLACK_S and not clock_behind_told:
-                clock_behind_told = True
-                log.warning(
-                    "this host's clock is at least %.0f s behind Discord's (an interaction's "
-                    "id says it was made then), more than the %.0f s Easel allows for: a "
-                    "result deleted unheard in a gateway gap may be posted again, and "
-                    "acknowledgement latencies read 0; set the clock right (NTP)",
-                    -latency_s,
-                    CLOCK_SLACK_S,
-                )
+            ahead_s = latency_s - ANSWER_DEADLINE_S
+            if not clock_told and (latency_s < -CLOCK_SLACK_S or ahead_s > CLOCK_SLACK_S):
+                clock_told = True
+                _warn_clock_off(latency_s if latency_s < 0 else ahead_s)
         if status >= 500 and lost is not None:
             lost(interaction_id)
         # discord.py tries a 5xx or a 429 again: only the last try is the answer.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,7 +34,7 @@ from inference.prompts import (
     picture_seeds,
     resolve_flags,
 )
-from inference.prompts.flags import given_seed
+from inference.prompts.flags import given_seed, picture_seed, random_seed
 from inference.quoting import echoed
 from inference.samplers import scheduler_spec
 from inference.types import DEFAULT_SAMPLER, RenderInputError, RenderRequest
@@ -55,7 +54,7 @@ MAX_PROMPT_CHARS = 4000
 # --no flag or the Remix form.
 MAX_NEGATIVE_OPTION_CHARS = 2000
 # The slash commands' seed options' top: Discord's integer options stop at 2**53 - 1; a seed
-# past it, up to ``MAX_GIVEN_SEED``, is typed as ``--seed`` (``resolve_seed`` reads both).
+# past it, up to ``MAX_SEED``, is typed as ``--seed`` (``resolve_seed`` reads both).
 SEED_OPTION_TOP = 2**53 - 1
 
 
@@ -104,14 +103,9 @@ class Defaults:
     sampler: str = DEFAULT_SAMPLER
 
 
-def random_seed() -> int:
-    return secrets.randbelow(MAX_SEED + 1)
-
-
 def resolve_seed(seed: int | None, name: str = "seed") -> int:
-    """-1 or nothing means a fresh random seed; a member's seed past 32 bits (the web UI's, up
-    to ``MAX_GIVEN_SEED``) is the one giving its noise (``seed_read_back``), as a picture's
-    text's is; any other is refused (the error calls it ``name``)."""
+    """-1 or nothing means a fresh random seed; a seed past ``MAX_SEED`` is refused (the
+    error calls it ``name``); any other is rendered and recorded as given."""
     if isinstance(resolved := given_seed(seed, name), str):
         raise RequestError(resolved)
     return resolved
@@ -206,7 +200,7 @@ def build_requests(
     return [
         dataclasses.replace(
             first,
-            seed=(first.seed + index * first.count) % (MAX_SEED + 1) if seeded else random_seed(),
+            seed=picture_seed(first.seed, index * first.count) if seeded else random_seed(),
         )
         if index
         else first

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +107,7 @@ class KeptSide:
 
 @dataclass
 class NativeSides:
-    """Each model's native side as last read (``Services.native_side``), by the name asked
+    """Each model's native side as last read (``Services.native_sides_of``), by the name asked
     for (None: the first installed), with the stamps of the paths whose change makes it read
     again, taken before the read: what it was read from, plus where the name could come to
     mean another model (``Services.read_native_side``)."""
@@ -271,12 +271,20 @@ class Services:
             self.registry, name, default_model, self.request_defaults, self.limits.max_steps
         )
 
-    async def native_side(self, model: str | None) -> int:
-        """The side ``model`` (None: the first installed) renders a request naming no size
-        at: from memory while its files are unchanged (no thread, no read: this runs before
-        a command's acknowledgement), else read on a thread (``read_native_side``)."""
-        kept = self.native_sides.kept(model)
-        return kept if kept is not None else await asyncio.to_thread(self.read_native_side, model)
+    async def native_sides_of(self, models: Sequence[str | None]) -> list[int]:
+        """The side each of ``models`` (None: the first installed) renders a request naming
+        no size at: from memory while its files are unchanged (no thread, no read: this runs
+        before a command's acknowledgement), else read on a thread, those not kept in one hop
+        (``read_native_sides``), not one each: a /compare asks for each model of its model
+        axis before its acknowledgement."""
+        kept = [self.native_sides.kept(model) for model in models]
+        unread = [model for model, side in zip(models, kept, strict=True) if side is None]
+        read = iter(await asyncio.to_thread(self.read_native_sides, unread) if unread else ())
+        return [next(read) if side is None else side for side in kept]
+
+    def read_native_sides(self, models: Sequence[str | None]) -> list[int]:
+        """``read_native_side`` of each of ``models`` (blocking)."""
+        return [self.read_native_side(model) for model in models]
 
     def read_native_side(self, model: str | None) -> int:
         """``model``'s native side from its configs, kept in ``native_sides``; when its files

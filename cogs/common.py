@@ -23,6 +23,7 @@ from bot.jobs.accounting import (
     InputSize,
     Member,
     RenderSize,
+    compared_models,
     costs_by_its_picture,
     input_picture_size,
 )
@@ -56,7 +57,7 @@ from bot.requests import (
     check_sampler,
     preset_named,
 )
-from bot.services import Services
+from bot.services import Services, model_rendered_unnamed
 from bot.shown_text import ELLIPSIS, as_read, grapheme_boundary, laid_out
 from bot.user_errors import Reason, UserError
 from cogs.contexts import received_at
@@ -70,7 +71,7 @@ from cogs.visibility import (
 from cogs.withdrawals import check_posts_there
 from cogs.wording import counted
 from inference.family_rules import FlowRefusal, check_model_family
-from inference.model_list import models_without_embeddings
+from inference.model_list import installed_flow_models
 from inference.names import as_typed
 from inference.types import RenderInputError, RenderRequest
 
@@ -470,20 +471,29 @@ async def allowed_models_where(services: Services, guild_id: int | None) -> Coll
 
 async def picture_renderers_in(services: Services, guild_id: int | None) -> PictureRenderers:
     """The models and VAEs installed that ``guild_id`` allows: what a picture's own settings
-    may name when it is rendered from again (``bot.edits.request_from_infotext``), and which
-    of those models are of a flow family (``models_without_embeddings``). The folders are
-    walked and the headers read on a thread."""
-    models, vaes, flow = await asyncio.to_thread(
+    may name when it is rendered from again (``bot.edits.request_from_infotext``), which of
+    those models are of a flow family and which take distilled guidance
+    (``installed_flow_models``), and the model rendering a request that names none here
+    (``model_rendered_unnamed``), a stand-in for a picture's model not usable here. The
+    folders are walked and the headers read on a thread."""
+    default = await services.guild_policy.default_model_where(guild_id)
+    models, vaes, flow, stand_in = await asyncio.to_thread(
         lambda: (
             services.model_names(),
             list(services.registry.network_files("vae")),
-            frozenset(models_without_embeddings(services.registry)),
+            installed_flow_models(services.registry),
+            model_rendered_unnamed(services.registry, default),
         )
     )
     rules = await services.guild_policy.addon_rules(guild_id)
     usable = await models_allowed_in(services, guild_id, models)
-    usable_flow = [model for model in usable if model in flow]
-    return PictureRenderers(usable, rules.usable(AddonKind.VAE, vaes), usable_flow)
+    return PictureRenderers(
+        usable,
+        rules.usable(AddonKind.VAE, vaes),
+        [model for model in usable if model in flow.without_embeddings],
+        sorted(flow.distilled_guidance),  # the stand-in among them, where it is not usable
+        stand_in,
+    )
 
 
 async def check_model_installed(
@@ -666,9 +676,20 @@ async def admitted_submission(
         private=private,
         age_restricted=requester.age_restricted or requester.parent_unseen,
         thread_parent_id=requester.thread_parent_id,
-        render_size=RenderSize(await services.native_side(admission.request.model), input_size),
+        render_size=await _render_size(services, admission.request, input_size),
         **delivery,
     )
+
+
+async def _render_size(
+    services: Services, request: RenderRequest, input_size: InputSize | None
+) -> RenderSize:
+    """What ``request``'s estimate is reckoned from: its model's native side, and a /compare
+    across models' other models' (each cell at its own; those not kept read in one thread
+    hop, before the acknowledgement), with its input picture's size."""
+    others = compared_models(request)
+    side, *other_sides = await services.native_sides_of([request.model, *others])
+    return RenderSize(side, input_size, tuple(zip(others, other_sides, strict=True)))
 
 
 def _check_engine_takes(

@@ -156,13 +156,15 @@ async def _picture_request(
     """``request_from_infotext`` of a picture's text with the models, VAEs and flow-family
     models its settings may name here (``picture_renderers_in``), ``prompt`` replacing its
     own (``how_to_give_a_prompt``: where the picture has none)."""
-    models, vaes, flow = await picture_renderers_in(services_of(interaction), interaction.guild_id)
+    renderers = await picture_renderers_in(services_of(interaction), interaction.guild_id)
     return request_from_infotext(
         infotext,
         prompt,
-        models,
-        usable_vaes=vaes,
-        flow_models=flow,
+        renderers.models,
+        usable_vaes=renderers.vaes,
+        flow_models=renderers.flow_models,
+        distilled_models=renderers.distilled_models,
+        default_model=renderers.default_model,
         how_to_give_a_prompt=how_to_give_a_prompt,
     )
 

@@ -115,14 +115,14 @@ pictures; one you stop while it renders, the GPU time it used; an admin's stop i
 your limits here.
 `/forget-me` — asks first, then erases your jobs, pictures, uploads, settings and presets in \
 every server and in DMs, for good (it cannot be undone), and deletes Easel's posts of them \
-in servers (older results' too, except those gone from Easel's history before it kept \
-their posts for this: a moderator can delete those), U1–U4 reposts and the copies others asked for \
-with DM me included. What stays: copies sent to you by DM (yours to delete); what others \
-made from your public results (their V1–V4, Vary, 🔄, Remix or Upscale), theirs, with your \
-prompt; posts in channels Easel can no longer reach (its answer says so); your id on the \
-quota use of current periods until they end, and in a server's audit log and quota limits; \
-the host's backups until they expire; and a record that you asked (your id and when), so \
-that no backup put back undoes it.
+in servers (older results' too: of those gone from Easel's history, the posts of the \
+last year, kept for this; a moderator can delete the others), U1–U4 reposts and the copies \
+others asked for with DM me included. What stays: copies sent to you by DM (yours to \
+delete); what others made from your public results (their V1–V4, Vary, 🔄, Remix or \
+Upscale), theirs, with your prompt; posts in channels Easel can no longer reach (its \
+answer says so); your id on the quota use of current periods until they end, and in a \
+server's audit log and quota limits; the host's backups until they expire; and a record \
+that you asked (your id and when), so that no backup put back undoes it.
 Pictures, prompts and buttons belong to the server and channel they were made in: others \
 see only what they may see there."""
 

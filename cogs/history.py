@@ -24,6 +24,7 @@ from bot.history import (
     Forgotten,
     History,
     HistoryPage,
+    PageAnchor,
     PostedMessage,
     ReplyToken,
     StoredJob,
@@ -34,6 +35,7 @@ from bot.policy.moderation import NsfwPolicy, check_repost
 from bot.user_errors import Reason, UserError
 from cogs.common import (
     ORIGINAL_RESPONSE,
+    client_of,
     defer_thinking,
     page_turn_button,
     page_turns,
@@ -115,37 +117,64 @@ def render_page(page: HistoryPage, search: str | None) -> str:
 
 
 def pager(page: HistoryPage, search: str | None) -> discord.ui.View | None:
-    """◀ ▶ under a /history reply of several pages."""
-    return page_turns(
-        page.page,
-        page.page_count,
-        lambda to, label, disabled: HistoryPageButton(to, search or "", label, disabled=disabled),
-    )
+    """◀ ▶ under a /history reply of several pages, each turning from this page's edge."""
+    if not page.lines:  # no edge to turn from (one page, empty)
+        return None
+
+    def button(to: int, label: str, disabled: bool) -> HistoryPageButton:
+        older = to > page.page
+        edge = page.lines[-1 if older else 0].job_id
+        return HistoryPageButton(to, search or "", label, PageAnchor(edge, older), disabled)
+
+    return page_turns(page.page, page.page_count, button)
+
+
+# Which way a page turn reads from its anchor job, in its custom id.
+_OLDER, _NEWER = ">", "<"
 
 
 class HistoryPageButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=r"easel:history:(?P<page>-?\d+):(?P<search>.*)",
+    # A button posted before the anchor (a page number alone) still turns, by number.
+    template=r"easel:history:(?P<page>-?\d+):(?:(?P<way>[<>])(?P<anchor>[0-9a-f]{16}):)?"
+    r"(?P<search>.*)",
 ):
-    """◀ / ▶ under a /history reply, searched as before; after any time or a restart too.
+    """◀ / ▶ under a /history reply, searched as before; after any time or a restart too:
+    its custom id carries the page, the job it turns from and which way (``PageAnchor``),
+    and the search (at most 89 of Discord's 100 characters: 50 of them the search's).
     A page of the clicker's own jobs in the server clicked in: what /history shows them, so
     no click shows anyone another member's jobs (the reply is ephemeral besides)."""
 
-    def __init__(self, page: int, search: str, label: str, *, disabled: bool = False) -> None:
-        super().__init__(page_turn_button(f"easel:history:{page}:{search}", label, disabled))
-        self.page, self.search = page, search
+    def __init__(
+        self,
+        page: int,
+        search: str,
+        label: str,
+        anchor: PageAnchor | None,
+        disabled: bool = False,
+    ) -> None:
+        turn = "" if anchor is None else f"{_OLDER if anchor.older else _NEWER}{anchor.job_id}:"
+        custom_id = f"easel:history:{page}:{turn}{search}"
+        super().__init__(page_turn_button(custom_id, label, disabled))
+        self.page, self.search, self.anchor = page, search, anchor
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
     ) -> Self:
-        return cls(int(match["page"]), match["search"], turned_label(item))
+        way = match["way"]
+        anchor = None if way is None else PageAnchor(match["anchor"], way == _OLDER)
+        return cls(int(match["page"]), match["search"], turned_label(item), anchor)
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
             search = self.search or None
             page = await services_of(interaction).history.page(
-                interaction.user.id, self.page, search, guild_id=interaction.guild_id
+                interaction.user.id,
+                self.page,
+                search,
+                guild_id=interaction.guild_id,
+                next_to=self.anchor,
             )
             await interaction.response.edit_message(
                 content=render_page(page, search), view=pager(page, search)
@@ -657,8 +686,11 @@ class HistoryCog(commands.Cog):
                     "posts left to delete: retrying their deletes failed; trying again in %.0f s",
                     wait,
                 )
+            # Not ``wait_for``: on Python 3.11 it swallows the bot's stop (a cancel) that comes
+            # in the loop turn a withdrawal wakes the sweep, which would then wait on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sweep_now.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._sweep_now.wait()
             self._sweep_now.clear()
 
     def _in_background(self, deletes: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -860,11 +892,11 @@ class HistoryCog(commands.Cog):
             return
         if not forgotten.posts:
             return
+        results = client_of(interaction).results  # its clocks judge the token
 
         async def tell(outcome: str) -> None:
             # The answer can be edited: by direct message, or while the token lives.
-            age = discord.utils.utcnow() - interaction.created_at
-            if reply is not None and (by_dm or age.total_seconds() < INTERACTION_TOKEN_LIFETIME_S):
+            if reply is not None and (by_dm or results.token_alive_of(interaction)):
                 await reply.edit(content=f"{reply.content}\n{outcome}")
 
         self.delete_posts_later(interaction.client, forgotten.posts, tell)

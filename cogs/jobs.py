@@ -13,7 +13,7 @@ from bot.jobs.queue import KeptEnd
 from bot.policy.quota_status import PeriodUsage, QuotaReport
 from bot.user_errors import UserError
 from cogs.common import acting_member, defer_thinking, queue_of, services_of, shown_prompt, tell
-from cogs.wording import NO_PROMPT, cancel_answer, counted
+from cogs.wording import NO_PROMPT, cancel_answer, counted, stopping_line
 
 _MAX_QUEUE_LINES = 10
 _PROMPT_PREVIEW = 60
@@ -85,6 +85,8 @@ class JobsCog(commands.Cog):
                 where = "rendered, posted once Easel's storage (full or busy now) takes it"
             elif state.end_unrecorded is KeptEnd.FAILED:
                 where = "failed, you are told why once Easel's storage (full or busy now) takes it"
+            elif state.stopping:
+                where = stopping_line(state.stopped_by)
             else:
                 where = "rendering" if state.position is None else state.place()
             eta = f", {done_in}" if (done_in := state.done_in()) is not None else ""

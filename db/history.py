@@ -127,7 +127,7 @@ def _members_jobs(
 ) -> tuple[str, tuple[object, ...]]:
     """The WHERE clause and its values of the member's jobs in the guild (None: direct
     messages) whose prompt holds ``search`` (case-insensitive); with no search, no request is
-    parsed (the ``jobs_user`` index and each row's guild only)."""
+    parsed (the ``jobs_member_server`` index alone)."""
     # IS rather than =: it also matches NULL, the guild of a direct message.
     where, values = "user_id = ? AND guild_id IS ?", (user_id, guild_id)
     if not search:
@@ -146,6 +146,34 @@ async def count_of_jobs(
     return int(row[0]) if row else 0
 
 
+@dataclass(frozen=True)
+class JobsAround:
+    """Where a job stands among the member's jobs that ``count_of_jobs`` counts."""
+
+    newer: int  # before it in ``page_of_jobs``'s order (newer, or as new with a smaller id)
+    total: int
+
+
+async def count_of_jobs_around(
+    conn: aiosqlite.Connection,
+    user_id: int,
+    entry: HistoryEntry,
+    *,
+    guild_id: int | None,
+    search: str | None,
+) -> JobsAround:
+    """``count_of_jobs``, and how many of those jobs come before ``entry`` (a page's first
+    job), in the one read of the same rows: the page it begins, however many jobs were made
+    since the page beside it was shown."""
+    where, values = _members_jobs(user_id, guild_id, search)
+    [(newer, total)] = await conn.execute_fetchall(
+        "SELECT COUNT(*) FILTER (WHERE created_at > ? OR (created_at = ? AND id < ?)), COUNT(*)"
+        f" FROM jobs WHERE {where}",
+        (entry.created_at, entry.created_at, entry.job_id, *values),
+    )
+    return JobsAround(int(newer), int(total))
+
+
 async def page_of_jobs(
     conn: aiosqlite.Connection,
     user_id: int,
@@ -157,7 +185,8 @@ async def page_of_jobs(
 ) -> list[HistoryEntry]:
     """One page of the member's jobs in the guild (None: direct messages), newest first.
 
-    ``search`` is a case-insensitive substring of the request's prompt (None: every job)."""
+    ``search`` is a case-insensitive substring of the request's prompt (None: every job).
+    Each job skipped by ``offset`` is read: ``page_next_to`` reads only its page."""
     where, values = _members_jobs(user_id, guild_id, search)
     async with conn.execute(
         f"SELECT {_HISTORY_COLUMNS} FROM jobs j WHERE {where}"
@@ -166,6 +195,46 @@ async def page_of_jobs(
     ) as cursor:
         rows = await cursor.fetchall()
     return _entries(rows)
+
+
+# The jobs next to an anchor job (its created_at twice, then its id) in ``page_of_jobs``'s
+# order (newest first, ties by id): older ones after it, newer ones before it, read nearest
+# first (in the reverse order). The bound on created_at lets ``jobs_member_server`` seek there.
+_OLDER_THAN_ANCHOR = (
+    " AND j.created_at <= ? AND (j.created_at < ? OR j.id > ?) ORDER BY j.created_at DESC, j.id"
+)
+_NEWER_THAN_ANCHOR = (
+    " AND j.created_at >= ? AND (j.created_at > ? OR j.id < ?) ORDER BY j.created_at, j.id DESC"
+)
+
+
+async def page_next_to(
+    conn: aiosqlite.Connection,
+    user_id: int,
+    anchor_id: str,
+    *,
+    older: bool,
+    guild_id: int | None,
+    search: str | None,
+    limit: int,
+) -> list[HistoryEntry] | None:
+    """Up to ``limit`` of ``page_of_jobs``'s jobs right after the member's job ``anchor_id``
+    (``older``) or right before it, in that order: a page read from its neighbour's last or
+    first job (keyset), as fast at any depth. None: no such job of theirs (erased since)."""
+    anchor = await conn.execute_fetchall(
+        "SELECT created_at FROM jobs WHERE id = ? AND user_id = ?", (anchor_id, user_id)
+    )
+    if not anchor:
+        return None
+    [(created_at,)] = anchor
+    where, values = _members_jobs(user_id, guild_id, search)
+    rows = await conn.execute_fetchall(
+        f"SELECT {_HISTORY_COLUMNS} FROM jobs j WHERE {where}"
+        f"{_OLDER_THAN_ANCHOR if older else _NEWER_THAN_ANCHOR} LIMIT ?",
+        (*values, created_at, created_at, anchor_id, limit),
+    )
+    entries = _entries(rows)
+    return entries if older else entries[::-1]
 
 
 # A member's jobs in a server that its moderators may read: not private (the member's alone).
@@ -304,23 +373,61 @@ async def withdraw_channel_results(
     those made there not yet delivered (queued, rendering, or posted nowhere yet), with the
     jobs ``withdraw_deleted_results`` withdraws with them, but not their pixels' twins (a
     member may hold Manage Channels in one channel only, and bots delete temporary channels):
-    unlinks those posts; returns the jobs newly withdrawn."""
-    there = "guild_id = ? AND (channel_id = ? OR parent_id = ?)"
+    unlinks those posts, and records the channel for ``forget_posts_of_deleted_channels``,
+    the caller's to run after stopping those jobs; returns the jobs newly withdrawn."""
+    # Each half read by its index: "guild_id = ? AND (channel_id = ? OR parent_id = ?)" was
+    # read by the guild alone under a one-server database's sampled statistics
+    # (``ANALYSIS_LIMIT``): every post of the server, 0.7 s of the transaction at 300,000.
+    there = (
+        "message_id IN (SELECT message_id FROM job_messages WHERE guild_id = ? AND channel_id = ?"
+        " UNION ALL SELECT message_id FROM job_messages WHERE guild_id = ? AND parent_id = ?)"
+    )
     async with transaction(conn):
         # Its messages went with it (a thread's are not known here: each answers "gone").
         await conn.execute("DELETE FROM pending_post_deletes WHERE channel_id = ?", (channel_id,))
+        # Its kept posts name no job: left to batches after this transaction (a channel's of
+        # months are 37,500 rows, a second in one statement), recorded so that a stop between
+        # leaves them to the next retention round, not to a /forget-me's deletes.
         await conn.execute(
-            "DELETE FROM pruned_posts WHERE channel_id = ? OR parent_id = ?",
-            (channel_id, channel_id),
+            "INSERT OR IGNORE INTO deleted_channels_kept_posts (channel_id) VALUES (?)",
+            (channel_id,),
         )
-        return await _withdraw_posted(
+        withdrawn = await _withdraw_posted(
             conn,
             there,
-            (guild_id, channel_id, channel_id),
+            (guild_id, channel_id, guild_id, channel_id),
             now,
             audit,
             channel=(guild_id, channel_id),
         )
+    return withdrawn
+
+
+async def forget_posts_of_deleted_channels(conn: aiosqlite.Connection) -> int:
+    """The kept posts of pruned jobs (``pruned_posts``) in the channels and threads a
+    withdrawal recorded deleted (``deleted_channels_kept_posts``), or in their threads,
+    deleted ``PRUNED_POSTS_BATCH`` a transaction, so that other commands run between; each
+    channel's record goes with its last batch. How many went. Run after each channel's
+    withdrawal, and by each retention round for what a stop or a failure left."""
+    channels = await conn.execute_fetchall("SELECT channel_id FROM deleted_channels_kept_posts")
+    gone = 0
+    for (channel_id,) in channels:
+        batch = PRUNED_POSTS_BATCH
+        while batch == PRUNED_POSTS_BATCH:
+            async with transaction(conn):
+                cursor = await conn.execute(
+                    "DELETE FROM pruned_posts WHERE message_id IN (SELECT message_id"
+                    " FROM pruned_posts WHERE channel_id = ?1 OR parent_id = ?1 LIMIT ?2)",
+                    (channel_id, PRUNED_POSTS_BATCH),
+                )
+                batch = cursor.rowcount
+                if batch < PRUNED_POSTS_BATCH:
+                    await conn.execute(
+                        "DELETE FROM deleted_channels_kept_posts WHERE channel_id = ?",
+                        (channel_id,),
+                    )
+            gone += batch
+    return gone
 
 
 async def _withdraw_posted(
@@ -1154,6 +1261,26 @@ async def _keep_posts_of_pruned(
         f" WHERE {condition}",
         parameters * 2,
     )
+
+
+async def prune_kept_posts(conn: aiosqlite.Connection, below_id: int) -> int:
+    """Retention: the kept posts of pruned jobs (``pruned_posts``) whose message id is below
+    ``below_id`` (a snowflake: posted before its time), read by the primary key's range, no
+    index needed, deleted ``PRUNED_POSTS_BATCH`` a statement, so that other commands run
+    between; how many went. Not those of a member whose /forget-me is journaled and not yet
+    told (``erasures``: in its batches, failed, or asked again after a backup was put back):
+    that erase takes the posts of when they asked, of the last year then."""
+    gone = 0
+    while True:
+        cursor = await write(
+            conn,
+            "DELETE FROM pruned_posts WHERE message_id IN (SELECT message_id FROM pruned_posts"
+            " WHERE message_id < ? AND user_id NOT IN (SELECT user_id FROM erasures) LIMIT ?)",
+            (below_id, PRUNED_POSTS_BATCH),
+        )
+        gone += cursor.rowcount
+        if cursor.rowcount < PRUNED_POSTS_BATCH:
+            return gone
 
 
 async def prunable_files(

@@ -32,12 +32,17 @@ from inference.control_units import (
     controlnet_files,
     unknown_controlnet,
 )
-from inference.file_versions import FileStamp, file_stamp
+from inference.file_versions import FileStamp, being_written, file_stamp
 from inference.images import load_input_image
 from inference.owned_weights import own_weights
 from inference.preprocessors import control_map
 from inference.registry import SIDECAR_SUFFIX, ModelRegistry
-from inference.types import ALLOWED_CONTROLNETS_OPTION, RenderInputError, RenderRequest
+from inference.types import (
+    ALLOWED_CONTROLNETS_OPTION,
+    RenderFailed,
+    RenderInputError,
+    RenderRequest,
+)
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 SHIPPED_CONFIGS = {"sd15": CONFIGS_DIR / "controlnet-sd15", "sdxl": CONFIGS_DIR / "controlnet-sdxl"}
@@ -118,15 +123,20 @@ class _ControlNet:
     short_hash: str
     model: Any
     picture: Image.Image  # the map at the input picture's size
-    conds: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    # Kept where the ControlNet runs: a copy from the host waits for the device, and a split
+    # UNet call (``inference.guidance.MAX_UNET_ROWS``) runs the ControlNet per chunk.
+    conds: dict[tuple[tuple[int, int], torch.device, torch.dtype], torch.Tensor] = field(
+        default_factory=dict
+    )
 
     def cond(self, size: tuple[int, int], device: torch.device, dtype: torch.dtype) -> Any:
         """The map cropped and resized to cover ``size`` (the web UI's Crop and Resize)."""
-        if size not in self.conds:
+        key = (size, device, dtype)
+        if key not in self.conds:
             fitted = ImageOps.fit(self.picture, size, Image.Resampling.LANCZOS)
             pixels = np.asarray(fitted, dtype=np.float32) / 255
-            self.conds[size] = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-        return self.conds[size].to(device, dtype)
+            self.conds[key] = torch.from_numpy(pixels).permute(2, 0, 1)[None].to(device, dtype)
+        return self.conds[key]
 
 
 class Controls:
@@ -222,6 +232,9 @@ class ControlNetCache:
             key = (path, file_stamp(weights))
             model = self._loaded.get(key) or wanted.get(key)
             if model is None:
+                # Loaded mapped (1.4 GB and more): not while a copy is writing it.
+                if (why := being_written((path, weights))) is not None:
+                    raise RenderFailed(f"ControlNet {name} cannot be loaded now: {why}")
                 model = load_controlnet(path, dtype).to(device)
                 own_weights(model)  # on the CPU, out of the file's mapped pages
             wanted[key] = model

@@ -28,6 +28,9 @@ DEFAULT_FIX_CONFIDENCE = 0.3
 FIX_DILATION = 4
 FIX_MASK_BLUR = 4
 FIX_PADDING = 32
+# Easel's infotext key for the seed a fix pass over a stored picture drew (🔄), where it is
+# not the picture's: ADetailer renders at the picture's seed and has no key for another.
+FIX_SEED_KEY = "ADetailer seed"
 # A face pass below this strength would change nothing visible.
 MIN_FIX_STRENGTH = 0.05
 

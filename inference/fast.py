@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from inference.guidance import UNET_CHUNK
 from inference.types import RenderRequest
 
 # One full UNet evaluation, then two with cached deep features: the DeepCache paper's
@@ -98,6 +99,8 @@ class DeepCache:
     down block (whose skip connections feed the last up block) and the last up block run on
     the new input. The UNet's own forward threads the tensors, so SD1.5, SDXL and inpainting
     UNets work alike. A new input shape (another pass, another batch) forces a full call.
+    Each chunk of a split UNet call (``inference.guidance.MAX_UNET_ROWS``) has its own cache,
+    kept by its rows (``UNET_CHUNK``): chunks of one shape hold other rows.
     """
 
     def __init__(self, unet: Any, interval: int = DEEP_CACHE_INTERVAL) -> None:
@@ -107,10 +110,12 @@ class DeepCache:
         self.interval = interval
         self.calls = 0
         self.full_calls = 0
-        self._since_full = 0
         self._reusing = False
-        self._shape: torch.Size | None = None
-        self._outputs: dict[int, Any] = {}
+        self._chunk = (0, 0)  # the rows of the call running (``UNET_CHUNK``)
+        # Per chunk: calls since its last full one, and that call's input shape.
+        self._since_full: dict[tuple[int, int], int] = {}
+        self._shapes: dict[tuple[int, int], torch.Size] = {}
+        self._outputs: dict[tuple[tuple[int, int], int], Any] = {}  # by (chunk, block)
 
     def _deep_blocks(self) -> list[torch.nn.Module]:
         unet = self.unet
@@ -118,22 +123,25 @@ class DeepCache:
 
     def _before_call(self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         sample = args[0] if args else kwargs["sample"]
-        full = self._shape != sample.shape or self._since_full >= self.interval - 1
+        chunk = self._chunk = UNET_CHUNK.get()
+        full = (
+            self._shapes.get(chunk) != sample.shape or self._since_full[chunk] >= self.interval - 1
+        )
         self.calls += 1
         self._reusing = not full
         if full:
             self.full_calls += 1
-            self._since_full = 0
-            self._shape = sample.shape
+            self._since_full[chunk] = 0
+            self._shapes[chunk] = sample.shape
         else:
-            self._since_full += 1
+            self._since_full[chunk] += 1
 
     def _cached_forward(self, index: int, forward: Any) -> Any:
         def cached(*args: Any, **kwargs: Any) -> Any:
             if self._reusing:
-                return self._outputs[index]
+                return self._outputs[self._chunk, index]
             output = forward(*args, **kwargs)
-            self._outputs[index] = output
+            self._outputs[self._chunk, index] = output
             return output
 
         return cached

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+import stat as stat_mode
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +25,14 @@ Value = TypeVar("Value")
 # its mtime as it was. The registry's listings (``Stamps.settled``) and the wildcard text
 # files (``inference.prompts.wildcards._TextFile``) both keep their reads by it.
 LISTING_SETTLED_NS = 3_000_000_000
+
+# A weights file whose mtime is this near is watched before it loads (it may still be being
+# written), and a loaded model's new version waits to be this old (``written_lately``). 2 s: a
+# coarse file-system clock (FAT's) puts a write up to that far in the past.
+RECENTLY_WRITTEN_NS = 2_000_000_000
+# How long such a file is watched for a change of size or mtime: a copy running, even a slow
+# one over a network, writes more often than that.
+WRITE_WATCH_S = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,67 @@ def file_stamp(path: Path) -> FileStamp:
 def stamp_of(stat: os.stat_result) -> Stamp:
     """The version of the file ``stat`` describes (``FileStamp``)."""
     return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size
+
+
+def written_lately(files: Sequence[Path], model: Path | None = None) -> str | None:
+    """Why one of ``files`` (a loaded model's, changed on disk) is not to be loaded again
+    yet, said without waiting: it was written within ``RECENTLY_WRITTEN_NS`` (a copy writing
+    it in place keeps it so); None when none was. The per-job check of a loaded model: its
+    weights serve the jobs meanwhile, and the reload once they have settled watches nothing
+    (``being_written``). The file is named from ``model``'s folder (the model's own file or
+    folder; by default ``files[0]``)."""
+    recent = _recently_written(files)
+    if not recent:
+        return None
+    name = _name_in([files[0] if model is None else model], next(iter(recent)))
+    return f"{name} was written in the last {RECENTLY_WRITTEN_NS / 1e9:g} s (a copy under way?)"
+
+
+def being_written(files: Sequence[Path]) -> str | None:
+    """Why one of ``files`` (weights about to load; a model's own file or folder first) is
+    not to be loaded now: written within ``RECENTLY_WRITTEN_NS``, it changed size or mtime
+    over ``WRITE_WATCH_S`` (a copy under way: its load would read half a file, or end the
+    process when the copy cuts short a mapped file); None when they have settled. Waits
+    ``WRITE_WATCH_S`` only when one was written that recently; folders are not watched."""
+    recent = _recently_written(files)
+    if not recent:
+        return None
+    time.sleep(WRITE_WATCH_S)
+    for file, seen in recent.items():
+        try:
+            stat = file.stat()
+        except OSError:
+            continue
+        if (stat.st_size, stat.st_mtime_ns) != seen:
+            return (
+                f"{_name_in(files, file)} is still being written ({stat.st_size:,} bytes so "
+                "far): try again once the copy has finished (copy a new file beside the old "
+                "one and rename it into place: Easel never sees it half written)"
+            )
+    return None
+
+
+def _recently_written(files: Sequence[Path]) -> dict[Path, tuple[int, int]]:
+    """The size and mtime of each of ``files`` (regular files; one stat each) written within
+    ``RECENTLY_WRITTEN_NS`` of now."""
+    now = time.time_ns()
+    recent: dict[Path, tuple[int, int]] = {}
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:
+            continue  # gone: its load says so
+        # Either way from now: a network mount's clock may run ahead of this host's.
+        if stat_mode.S_ISREG(stat.st_mode) and abs(now - stat.st_mtime_ns) < RECENTLY_WRITTEN_NS:
+            recent[file] = (stat.st_size, stat.st_mtime_ns)
+    return recent
+
+
+def _name_in(files: Sequence[Path], file: Path) -> str:
+    """``file`` named from the folder of ``files[0]`` (a model's own file or folder): which
+    of a diffusers folder's parts."""
+    top = files[0].parent
+    return str(file.relative_to(top) if file.is_relative_to(top) else file.name)
 
 
 # Every cache, for ``forget_files``.

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from inference.gguf_header import gguf_tensors
 
@@ -29,6 +30,19 @@ FLOW_FAMILY_NAMES = {
     "flux-schnell": "Flux schnell",
 }
 SD3_LABEL = "SD 3"  # an SD3 model whose size no shipped config has (SD3.0 Medium)
+
+Guidance = Literal["cfg", "distilled", "none"]
+# How each family takes its CFG, by the family label lists show: a true CFG (SD3's, as SD's),
+# Flux dev's distilled guidance, or none (schnell). The engine's families
+# (``inference.flow_families``) and the model lists (``metadata.takes_distilled_guidance``)
+# both read it.
+FAMILY_GUIDANCE: dict[str, Guidance] = {
+    FLOW_FAMILY_NAMES["sd35-large"]: "cfg",
+    FLOW_FAMILY_NAMES["sd35-medium"]: "cfg",
+    SD3_LABEL: "cfg",
+    FLOW_FAMILY_NAMES["flux-dev"]: "distilled",
+    FLOW_FAMILY_NAMES["flux-schnell"]: "none",
+}
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import diffusers
 import torch
 
 from inference.family_rules import flow_prompt_refusal, flow_refusal
-from inference.flow_detect import FLOW_FAMILY_NAMES, SD3_LABEL
+from inference.flow_detect import FAMILY_GUIDANCE, FLOW_FAMILY_NAMES, SD3_LABEL, Guidance
 from inference.memory import gguf_quantization
 from inference.not_installed import not_installed
 from inference.prompts import PromptPlan
@@ -28,7 +28,6 @@ from inference.split_parts import models_root, part_components, part_files
 from inference.types import RenderInputError
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
-Guidance = Literal["cfg", "distilled", "none"]
 # Where an admin puts T5's tokenizer (``tokenizer.json``, as Hugging Face publishes it in
 # ``google/t5-v1_1-xxl`` or any Flux/SD3 repository's ``tokenizer_2``/``tokenizer_3``) for
 # single-file models: its vocabulary is not ours to ship.
@@ -40,16 +39,20 @@ class FlowFamily:
     """One family's rules: how it is guided, its T5 length."""
 
     label: str
-    guidance: Guidance
     max_sequence_length: int  # T5 tokens the model was trained with
+
+    @property
+    def guidance(self) -> Guidance:
+        """How it takes its CFG, as the model lists say it (``FAMILY_GUIDANCE``)."""
+        return FAMILY_GUIDANCE[self.label]
 
     def refusal(self, what: str) -> RenderInputError:
         return flow_refusal(self.label, what)
 
 
-SD3 = FlowFamily(SD3_LABEL, "cfg", 256)
-FLUX_DEV = FlowFamily(FLOW_FAMILY_NAMES["flux-dev"], "distilled", 512)
-FLUX_SCHNELL = FlowFamily(FLOW_FAMILY_NAMES["flux-schnell"], "none", 256)
+SD3 = FlowFamily(SD3_LABEL, 256)
+FLUX_DEV = FlowFamily(FLOW_FAMILY_NAMES["flux-dev"], 512)
+FLUX_SCHNELL = FlowFamily(FLOW_FAMILY_NAMES["flux-schnell"], 256)
 
 
 def flow_family(pipeline: Any) -> FlowFamily | None:
@@ -240,7 +243,9 @@ _T5_TIED = ("encoder.embed_tokens.weight",)
 
 def _load_part(part: str, path: Path, config: Path, component: str, dtype: torch.dtype) -> Any:
     """One part from its own file: the VAE through diffusers' single-file loader, a text
-    encoder built from its config and given the file's tensors."""
+    encoder built from its config and given the file's tensors. Mapped (a T5 file is some
+    9 GB): the file is one of the model's (``model_cache.stamped_files``), which its load
+    lets settle first (``file_versions.being_written``)."""
     import transformers
     from safetensors.torch import load_file
 

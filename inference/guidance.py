@@ -29,6 +29,9 @@ web UI does by default: shorter ones are zero-padded for the shared UNet call an
 is masked out of cross-attention, so a picture renders the same alone or in a batch. With
 ``pad_conds`` a picture's conditionings are instead padded with empty-chunk encodings to its
 longest one and attended in full (the web UI's "pad prompt/negative prompt" option).
+
+``AND`` makes more rows than the pipeline sends; past ``MAX_UNET_ROWS`` they go to the real
+UNet (and ControlNet) in several calls, each with its rows of every per-row input.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +48,7 @@ import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from inference.conditioning import Conditioning, PromptEncoder, pad_to_chunks
+from inference.limits import MAX_BATCH_IMAGES
 from inference.prompts import PromptPlan, SubPromptPlan
 
 StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
@@ -52,6 +57,19 @@ StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 ControlHook = Callable[[torch.Tensor, Any, torch.Tensor, dict[str, Any], float], dict[str, Any]]
 # An image prompt's tokens for the evaluated rows, given which of them are negative rows.
 ImageTokens = Callable[[Sequence[bool]], torch.Tensor]
+
+# Rows one call of the real UNet (and ControlNet) may take. ``AND`` adds a row per extra part
+# and picture (4 pictures of 16 parts with CFG: 68), and activation memory grows with the
+# rows, so more are evaluated in calls of at most this many. The engine's largest plain
+# batch, 16 pictures with CFG, is 32 rows: a batch without ``AND`` is never split, and no
+# call is bigger than that batch's. Split calls are near even, so each has at least half of
+# this (33 rows: 16 and 17), over the 8 rows compiled or graphed
+# (``inference.compile.UNET_ROWS``): they run eager.
+MAX_UNET_ROWS = 2 * MAX_BATCH_IMAGES
+# Which rows of a split call the real UNet is evaluating: (the chunk's first row, the call's
+# rows); (0, 0) when unsplit. What keeps state a UNet holds from one call to the next (fast
+# mode's DeepCache) apart per chunk, and a chunk of another row count apart from this one.
+UNET_CHUNK: ContextVar[tuple[int, int]] = ContextVar("UNET_CHUNK", default=(0, 0))
 
 
 @dataclass(frozen=True)
@@ -400,15 +418,70 @@ class ScheduledUNet(torch.nn.Module):
         evaluated, timesteps = sample, timestep
         if sources is not None:
             evaluated, timesteps = _rows(sample, sources, rows), _rows(timestep, sources, rows)
+        inputs = (evaluated, timesteps, hidden, image_tokens, args, extra)
+        evaluated_rows = evaluated.shape[0]
+        chunks = _chunks(evaluated_rows)
+        if len(chunks) == 1:
+            predicted = self._predicted(*inputs)
+        else:
+            predicted = torch.cat(
+                [
+                    self._chunk_predicted(
+                        (chunk.start, evaluated_rows), _sliced(inputs, chunk, evaluated_rows)
+                    )
+                    for chunk in chunks
+                ]
+            )
+        output = _combined(predicted, plan.recipes) if plan.combined else predicted
+        return (output,) if not return_dict else UNet2DConditionOutput(sample=output)
+
+    def _chunk_predicted(self, chunk: tuple[int, int], inputs: tuple[Any, ...]) -> torch.Tensor:
+        """``_predicted`` for one chunk of a split call (``UNET_CHUNK``)."""
+        token = UNET_CHUNK.set(chunk)
+        try:
+            return self._predicted(*inputs)
+        finally:
+            UNET_CHUNK.reset(token)
+
+    def _predicted(
+        self,
+        sample: torch.Tensor,
+        timestep: Any,
+        hidden: torch.Tensor,
+        image_tokens: torch.Tensor | None,
+        args: tuple[Any, ...],
+        extra: dict[str, Any],
+    ) -> torch.Tensor:
+        """The real UNet's prediction for these evaluated rows."""
+        guidance = self._guidance
         if guidance.control is not None:
             # The ControlNet sees the very rows and conditionings the UNet does.
             progress = guidance.step_index / guidance.steps
-            extra |= guidance.control(evaluated, timesteps, hidden, extra, progress)
+            extra = extra | guidance.control(sample, timestep, hidden, extra, progress)
         # The IP-Adapter processors read (text states, [image tokens]) per row.
         states: Any = hidden if image_tokens is None else (hidden, [image_tokens])
-        predicted = self._real(evaluated, timesteps, states, *args, return_dict=False, **extra)[0]
-        output = _combined(predicted, plan.recipes) if plan.combined else predicted
-        return (output,) if not return_dict else UNet2DConditionOutput(sample=output)
+        predicted: torch.Tensor = self._real(
+            sample, timestep, states, *args, return_dict=False, **extra
+        )[0]
+        return predicted
+
+
+def _chunks(rows: int) -> list[slice]:
+    """``rows`` evaluated rows in as few calls as ``MAX_UNET_ROWS`` allows, near even."""
+    calls = -(-rows // MAX_UNET_ROWS)
+    return [slice(rows * call // calls, rows * (call + 1) // calls) for call in range(calls)]
+
+
+def _sliced(value: Any, chunk: slice, rows: int) -> Any:
+    """``chunk`` of every per-row tensor in ``value`` (inside tuples, lists and dicts: the
+    ControlNet's residuals, SDXL's ``added_cond_kwargs``); everything else passes whole."""
+    if isinstance(value, torch.Tensor):
+        return value[chunk] if value.ndim > 0 and value.shape[0] == rows else value
+    if isinstance(value, tuple | list):
+        return type(value)(_sliced(item, chunk, rows) for item in value)
+    if isinstance(value, dict):
+        return {key: _sliced(item, chunk, rows) for key, item in value.items()}
+    return value
 
 
 def _combined(predicted: torch.Tensor, recipes: list[_Recipe]) -> torch.Tensor:

@@ -127,10 +127,10 @@ def guidance_of(
     params: Mapping[str, InfotextValue], *, distilled_model: bool
 ) -> InfotextValue | None:
     """The guidance a picture's text asks for, as Easel's CFG on the model rendering it:
-    its ``Distilled CFG Scale`` where that model takes distilled guidance (a flow model:
+    its ``Distilled CFG Scale`` where that model takes distilled guidance (Flux:
     ``distilled_model``) or where its ``CFG scale`` is missing, 1 (no true CFG: Forge's Flux,
     Easel's since) or equal to it (Easel's older Flux text); else its ``CFG scale``, the true
-    CFG an SD model runs."""
+    CFG an SD or SD3 model runs."""
     true_cfg, distilled = params.get(CFG_SCALE), params.get(DISTILLED_CFG_SCALE)
     if distilled is not None and (distilled_model or true_cfg in (None, 1, distilled)):
         return distilled

@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from inference.file_versions import FileStamp, file_stamp
@@ -40,7 +39,7 @@ from inference.image_prompts import (
     image_prompt_infotext,
 )
 from inference.images import load_input_image
-from inference.owned_weights import own_weights
+from inference.owned_weights import own_weights, read_safetensors
 from inference.registry import ModelRegistry, loaded_weights
 from inference.types import RenderInputError, RenderRequest
 
@@ -49,9 +48,11 @@ _CROSS_ATTENTION = "attn2.processor"
 
 
 def read_adapter(path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """An adapter file's tensors, split as diffusers' converters take them."""
+    """An adapter file's tensors, split as diffusers' converters take them: read into memory
+    of the process's own, never mapped (``inference.owned_weights``: a copy over the file as
+    it loads is a short read naming it, not a bus error)."""
     state: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
-    for key, tensor in load_file(str(path)).items():
+    for key, tensor in read_safetensors(path).items():
         part, _, name = key.partition(".")
         if part in state:
             state[part][name] = tensor

@@ -17,13 +17,14 @@ import reprlib
 import struct
 import zipfile
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeGuard
 
 from inference.file_versions import PerFileVersion, problem_of, unreadable
 from inference.flow_detect import (
+    FAMILY_GUIDANCE,
     FLOW_FAMILY_NAMES,
     SD3_LABEL,
     UnknownSD3Variant,
@@ -137,6 +138,15 @@ def _read_safetensors_problem(path: Path, size: int) -> str | None:
             f"{path.name} has {size - expected} bytes past the end its header gives "
             f"({expected} bytes): {_NOT_WHOLE}"
         )
+    return tensors_problem(path, header)
+
+
+def tensors_problem(path: Path, header: Mapping[str, Any]) -> str | None:
+    """Why the tensors ``header`` (``safetensors_header``'s, of the file at ``path``) gives
+    would not load as safetensors loads them: their data do not run on from byte 0
+    (``_layout_problem``), or a tensor's shape does not fit its data (``_size_problem``);
+    None when they would."""
+    tensors = [(name, info) for name, info in header.items() if name != "__metadata__"]
     return _layout_problem(path, tensors) or next(
         (problem for name, tensor in tensors if (problem := _size_problem(path, name, tensor))),
         None,
@@ -361,6 +371,13 @@ def reads_textual_inversion(family: str) -> bool:
     textual-inversion embeddings: SD3 and Flux take none (they read the names as words); an
     unknown family may."""
     return family not in FLOW_LABELS
+
+
+def takes_distilled_guidance(family: str) -> bool:
+    """Whether a model of ``family`` (as ``tensor_family`` says it) takes its CFG as Flux's
+    distilled guidance (dev's; schnell takes none), not a true CFG as SD's and SD3's
+    (``FAMILY_GUIDANCE``): a picture's ``Distilled CFG Scale`` is its CFG (``guidance_of``)."""
+    return FAMILY_GUIDANCE.get(family, "cfg") != "cfg"
 
 
 def latent_channels_of(entry: ModelEntry) -> int | None:

@@ -39,7 +39,7 @@ from inference.cuda_graphs import (
 )
 from inference.faces import FaceRestorer, load_face_restorer
 from inference.family_rules import REFINER_FAMILY, refiner_as_model
-from inference.file_versions import FileStamp, file_stamp
+from inference.file_versions import FileStamp, being_written, file_stamp, written_lately
 from inference.flow_families import FlowFamily, flow_family
 from inference.memory import DEFAULT_NATIVE_SIDE, VAE_SCALE, sample_size
 from inference.metadata import checkpoint_family
@@ -295,12 +295,18 @@ class ModelCache:
 
     def _current(self, model: LoadedModel) -> bool:
         """Whether ``model``'s files are as it was loaded from, or their new version would
-        not load yet (being copied over, removed): the weights loaded, whose hash the
-        infotext gives, serve the jobs until it does."""
+        not load yet (being copied over, removed, written too lately to tell): the weights
+        loaded, whose hash the infotext gives, serve the jobs until it does. Never waits: a
+        copy writing the file in place keeps it young, and jobs render meanwhile."""
         stamps = stamps_of(model.files)
         if stamps == model.stamps:
             return True
-        problem = self.registry.load_problem(model.entry)
+        changed = [
+            file
+            for file, then, now in zip(model.files, model.stamps, stamps, strict=True)
+            if then != now
+        ]
+        problem = self.registry.load_problem(model.entry) or written_lately(changed, model.files[0])
         if problem is not None:
             log.info("model %s changed on disk, not loadable yet (%s)", model.entry.name, problem)
             return True
@@ -332,15 +338,24 @@ class ModelCache:
         """``read()`` (a load and its hash) and the versions of ``files`` it read, the same
         before and after it: read again when they changed meanwhile, else the hash could be
         of another version than the weights. Not read again while ``problem()`` says the new
-        version would not load (a copy under way): refused, as its look-up would have been."""
+        version would not load (a copy under way): refused, as its look-up would have been.
+        Nor read while one of ``files`` is being written (``being_written``): refused (the job
+        is refunded). A read that fails while the files changed (cut short as it read them)
+        counts as such a change."""
         for attempt in range(READ_TRIES):
-            if attempt > 0 and (why := problem()) is not None:
+            why = (problem() if attempt > 0 else None) or being_written(files)
+            if why is not None:
                 raise RenderFailed(f"{what} cannot be loaded now: {why}")
             before = stamps_of(files)
-            value = read()
-            if stamps_of(files) == before:
-                return value, before
-            del value  # freed before the next read
+            try:
+                value = read()
+            except Exception:
+                if stamps_of(files) == before:
+                    raise
+            else:
+                if stamps_of(files) == before:
+                    return value, before
+                del value  # freed before the next read
             self.release_device_memory()
             log.warning("%s changed on disk while it loaded: loading it again", what)
         raise RenderFailed(
@@ -387,11 +402,15 @@ class ModelCache:
         )
 
     def vae_for(self, model: LoadedModel, path: Path) -> VaeOverride:
-        """The VAE in ``path`` for ``model``'s pipeline, loaded again once the file changed."""
+        """The VAE in ``path`` for ``model``'s pipeline, loaded again once the file changed
+        (the one loaded serves while the file is young: ``written_lately``, no wait)."""
         kept = self._vae_override
         if kept is not None and kept.path == path and kept.model is model:
             stamp = file_stamp(path)
             if stamp == kept.stamp:
+                return kept
+            if (problem := written_lately((path,))) is not None:
+                log.info("VAE %s changed on disk, not loaded again yet (%s)", path.name, problem)
                 return kept
             log.warning(reload_warning(f"VAE {path.name}", (kept.stamp,), (stamp,)))
         del kept

@@ -13,9 +13,15 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from inference.memory import gguf_quantization
-from inference.metadata import FAMILY_CONFIGS, model_families, reads_textual_inversion
+from inference.metadata import (
+    FAMILY_CONFIGS,
+    model_families,
+    reads_textual_inversion,
+    takes_distilled_guidance,
+)
 from inference.registry import DENOISER_FOLDERS, GGUF_SUFFIX, ModelEntry, ModelRegistry
 
 
@@ -27,6 +33,8 @@ class ListedModel:
     # (``tensor_family``): the metadata ``family`` may be read from can name another base
     # model (a merge's stale field), an SD 1.5 file labelled SD 3.
     reads_embeddings: bool
+    # Whether its CFG is Flux's distilled guidance, by the same family (``guidance_of``).
+    distilled_guidance: bool
 
     @property
     def label(self) -> str:
@@ -36,7 +44,12 @@ class ListedModel:
 
 def listed_model(entry: ModelEntry) -> ListedModel:
     by_tensors, as_said = model_families(entry)
-    return ListedModel(as_said, gguf_quantization(entry), reads_textual_inversion(by_tensors))
+    return ListedModel(
+        as_said,
+        gguf_quantization(entry),
+        reads_textual_inversion(by_tensors),
+        takes_distilled_guidance(by_tensors),
+    )
 
 
 def installed_models(registry: ModelRegistry) -> dict[str, ListedModel]:
@@ -46,12 +59,27 @@ def installed_models(registry: ModelRegistry) -> dict[str, ListedModel]:
         return dict(_listed(versions))
 
 
-def models_without_embeddings(registry: ModelRegistry) -> list[str]:
-    """The installed models that take no textual inversion (SD3, Flux), from their tensors'
-    family, not their metadata (headers read again only when their files change; blocking: a
-    walk)."""
+class FlowModels(NamedTuple):
+    """The installed models of a flow family, from one listing: those that take no textual
+    inversion (SD3, Flux), and those whose CFG is Flux's distilled guidance (not SD3's)."""
+
+    without_embeddings: list[str]
+    distilled_guidance: list[str]
+
+
+def installed_flow_models(registry: ModelRegistry) -> FlowModels:
+    """``FlowModels`` by the models' tensors' family, not their metadata (headers read again
+    only when their files change; blocking: one walk for both lists)."""
     listed = installed_models(registry).items()
-    return [name for name, model in listed if not model.reads_embeddings]
+    return FlowModels(
+        [name for name, model in listed if not model.reads_embeddings],
+        [name for name, model in listed if model.distilled_guidance],
+    )
+
+
+def models_without_embeddings(registry: ModelRegistry) -> list[str]:
+    """``FlowModels.without_embeddings`` (blocking: a walk)."""
+    return installed_flow_models(registry).without_embeddings
 
 
 _Stat = tuple[int, int]  # size, mtime in ns; (-1, -1): missing or unreadable

@@ -27,6 +27,7 @@ from spandrel import (
 )
 
 from inference.file_versions import FileStamp, file_stamp
+from inference.owned_weights import read_safetensors
 from inference.pickles import load_pickled_weights
 from inference.registry import NO_LONGER_INSTALLED, UPSCALER_PICKLE_SUFFIXES
 from inference.tiles import TileBlender, tile_spans
@@ -102,8 +103,10 @@ def load_upscaler(name: str, path: Path, device: str) -> ModelUpscaler:
 
 
 def read_spandrel_model(path: Path, what: str) -> ModelDescriptor:
-    """The spandrel model in ``path`` (on the CPU), pickles read weights-only; ``what``
-    names it in the sentence that refuses a file spandrel does not recognise."""
+    """The spandrel model in ``path`` (on the CPU), pickles read weights-only, ``.safetensors``
+    read, not mapped (``inference.owned_weights``: a file copied over as it loads fails the
+    load, not the process); ``what`` names it in the sentence that refuses a file spandrel
+    does not recognise."""
     loader = ModelLoader(device="cpu")
     try:
         if path.suffix in UPSCALER_PICKLE_SUFFIXES:
@@ -113,8 +116,9 @@ def read_spandrel_model(path: Path, what: str) -> ModelDescriptor:
                 raise RenderInputError(
                     f"{what} ({path.name}) holds a {type(weights).__name__}, not a model's weights"
                 )
-            return loader.load_from_state_dict(canonicalize_state_dict(weights))
-        return loader.load_from_file(path)
+        else:
+            weights = read_safetensors(path)
+        return loader.load_from_state_dict(canonicalize_state_dict(weights))
     except UnsupportedModelError:
         raise RenderInputError(
             f"{what} ({path.name}) is not an architecture spandrel recognises"

@@ -27,8 +27,9 @@ import transformers
 from diffusers import AutoencoderKL
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 
+from inference.file_versions import being_written
+from inference.owned_weights import WeightsCutShort, read_safetensors
 from inference.prompts import Chunk, ExtraNetwork, PromptPlan, SubPromptPlan, default_tokenizer
 from inference.prompts.tokenizer import CHUNK_LENGTH
 from inference.registry import NO_LONGER_INSTALLED
@@ -101,8 +102,9 @@ def applied_loras(
     pipeline: Any, loras: Sequence[ExtraNetwork], files: Mapping[str, Path]
 ) -> Iterator[AppliedNetworks]:
     """Load ``loras`` (kohya/web UI or diffusers ``.safetensors``) for one job, with their
-    text-encoder and UNet weights; one that does not fit, or whose weights are not finite
-    numbers, is skipped with a warning. All adapters are unloaded afterwards."""
+    text-encoder and UNet weights; one that is gone or still being written
+    (``lora_not_loadable``), does not fit, or whose weights are not finite numbers, is
+    skipped with a warning. All adapters are unloaded afterwards."""
     applied: list[str] = []
     skipped: dict[str, str] = {}
     adapters: list[str] = []
@@ -111,9 +113,8 @@ def applied_loras(
         for index, lora in enumerate(loras):
             adapter = f"{_ADAPTER_PREFIX}{index}"
             path = files[lora.name]
-            # Checked first: diffusers takes a path that is not a file for a Hub repository.
-            if not path.is_file():
-                skipped[lora.name] = f"LoRA {lora.name!r} skipped: it is {NO_LONGER_INSTALLED}"
+            if (why := lora_not_loadable(lora.name, path)) is not None:
+                skipped[lora.name] = why
                 continue
             try:
                 with _quiet_lora_loading():
@@ -137,6 +138,18 @@ def applied_loras(
     finally:
         if adapters:
             pipeline.unload_lora_weights()
+
+
+def lora_not_loadable(name: str, path: Path) -> str | None:
+    """Why the LoRA ``name`` in ``path`` is skipped before it loads: gone (checked first:
+    diffusers takes a path that is not a file for a Hub repository), or still being written
+    (``being_written``: its load maps the file, and a copy cutting it short would end the
+    process); None when it may load."""
+    if not path.is_file():
+        return f"LoRA {name!r} skipped: it is {NO_LONGER_INSTALLED}"
+    if (why := being_written((path,))) is not None:
+        return f"LoRA {name!r} skipped: {why}"
+    return None
 
 
 def _component_weights(pipeline: Any, adapter: str, lora: ExtraNetwork) -> dict[str, float]:
@@ -220,9 +233,11 @@ def read_embedding(path: Path) -> tuple[torch.Tensor, ...]:
     """An embedding's vectors, one (vectors, features) tensor per text encoder it is for.
 
     Accepts the web UI's ``emb_params`` / ``string_to_param``, diffusers' ``learned_embeds``
-    (one tensor under the token's name) and SDXL's ``clip_l`` + ``clip_g``.
+    (one tensor under the token's name) and SDXL's ``clip_l`` + ``clip_g``. Read, not mapped
+    (``inference.owned_weights``): a file copied over as it loads fails this read, never the
+    process.
     """
-    state = load_file(str(path))
+    state = read_safetensors(path)
     if all(key in state for key in _SDXL_EMBEDDING_KEYS):
         tensors = tuple(state[key] for key in _SDXL_EMBEDDING_KEYS)
     elif key := next((k for k in _WEB_UI_EMBEDDING_KEYS if k in state), None):
@@ -361,7 +376,7 @@ def applied_embeddings(
         except FileNotFoundError:
             skipped[name] = f"embedding {name!r} skipped: it is {NO_LONGER_INSTALLED}"
             continue
-        except (ValueError, SafetensorError) as error:
+        except (ValueError, WeightsCutShort) as error:
             skipped[name] = f"embedding {name!r} skipped: {error}"
             continue
         shape = [t.shape[-1] for t in tensors]
@@ -411,10 +426,11 @@ def _extended_table(
 
 def load_vae(path: Path, like: Any) -> Any:
     """A single-file VAE (original LDM or diffusers key layout) built with ``like``'s config,
-    on ``like``'s device and dtype. Raises ``RenderFailed`` when it does not fit, and
-    ``RenderInputError`` when it is gone."""
+    on ``like``'s device and dtype, its file read, not mapped (``inference.owned_weights``:
+    one copied over as it loads fails the load, never the process). Raises ``RenderFailed``
+    when it does not fit or was cut short, and ``RenderInputError`` when it is gone."""
     try:
-        state = load_file(str(path))
+        state = read_safetensors(path)
     except FileNotFoundError:
         raise RenderInputError(f"VAE {path.name} is {NO_LONGER_INSTALLED}") from None
     if any(key.startswith(_LDM_VAE_MARKERS) for key in state):

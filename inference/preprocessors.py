@@ -118,10 +118,10 @@ def tile(image: Image.Image) -> Image.Image:
 def depth(image: Image.Image, folder: Path) -> Image.Image:
     """A depth map (near = white) from the transformers depth model in ``folder``."""
     import torch
-    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+    from transformers import AutoImageProcessor
 
     processor: Any = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-    model: Any = AutoModelForDepthEstimation.from_pretrained(folder, local_files_only=True)
+    model = depth_model(folder)
     with torch.inference_mode():
         predicted = model(**processor(images=image.convert("RGB"), return_tensors="pt"))
         depth_map = predicted.predicted_depth[None]
@@ -132,6 +132,29 @@ def depth(image: Image.Image, folder: Path) -> Image.Image:
     scaled = (resized - low) / (high - low) if high > low else torch.zeros_like(resized)
     grey = (scaled * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     return Image.fromarray(grey).convert("RGB")
+
+
+def depth_model(folder: Path) -> Any:
+    """The depth model in ``folder``, its weights in memory of the process's own
+    (``inference.owned_weights``): the folder written over in place as it loads or runs
+    fails the job, never the process. ``.safetensors`` weights (one file or shards) are read,
+    not mapped; a pickled ``.bin``, which torch maps, is copied once loaded."""
+    import transformers
+
+    from inference.owned_weights import own_weights, read_safetensors
+
+    shards = sorted(folder.glob("model*.safetensors"))
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    if not shards or not config.architectures:
+        model: Any = transformers.AutoModelForDepthEstimation.from_pretrained(
+            folder, local_files_only=True
+        )
+        own_weights(model)
+        return model
+    weights = {name: tensor for shard in shards for name, tensor in read_safetensors(shard).items()}
+    # The class its config names: given weights, transformers' Auto classes take no folder.
+    model_class = getattr(transformers, config.architectures[0])
+    return model_class.from_pretrained(None, config=config, state_dict=weights)
 
 
 def control_map(unit: ControlUnit, image: Image.Image, models_dir: Path) -> Image.Image:

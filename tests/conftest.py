@@ -63,6 +63,19 @@ def short_server_error_waits() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def short_write_watch() -> Iterator[None]:
+    """A weights file written in the last 2 s is watched 0.5 s for a copy still writing it
+    before it loads (``inference.file_versions.being_written``), and tests load the models
+    they have just written: watched 0.05 s here, the check run all the same. Subprocesses
+    (worker tests) watch their 0.5 s."""
+    from inference import file_versions
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(file_versions, "WRITE_WATCH_S", 0.05)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder holding one tiny random-weight SD1.5 model named ``tiny``, its tiny

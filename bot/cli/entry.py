@@ -6,6 +6,7 @@ instead of the clean stop that says so and exits 0."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -23,4 +24,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     early_stop = EarlyStop() if serving else None
     from bot.cli.main import main as command_line
 
-    return command_line(arguments, early_stop=early_stop, own_process=True)
+    status = command_line(arguments, early_stop=early_stop, own_process=True)
+    _leave_the_heap_to_the_exit()
+    return status
+
+
+def _leave_the_heap_to_the_exit() -> None:
+    """The process ends next: its garbage is collected once now (finalizers run), what is
+    still alive is frozen and goes with the process. Else the interpreter's exit collects over
+    every object torch, diffusers and transformers made and takes them apart one by one: 1.5
+    to 2.5 s of a stop on a loaded machine (0.5 s with this), before systemd or a test sees the
+    process end."""
+    gc.collect()
+    gc.freeze()

@@ -90,10 +90,19 @@ class RenderSize:
     """What the size a job renders at is reckoned from where its request names none: its
     model's ``native_side`` (1024 for SDXL), and the ``input_size`` of the picture it edits,
     as read where that was decoded (None: it edits none, or its picture could not be read).
-    Made once, where the job is: its estimate then reads no file (``estimated_cost``)."""
+    Made once, where the job is: its estimate then reads no file (``estimated_cost``). A
+    /compare across models holds each other model's native side too (``model_sides``, of
+    ``compared_models``): each cell is reckoned at its own model's (``of_cell``)."""
 
     native_side: int = UNKNOWN_MODEL_SIDE
     input_size: InputSize | None = None
+    model_sides: tuple[tuple[str, int], ...] = ()
+
+    def of_cell(self, cell: RenderRequest) -> RenderSize:
+        """What a /compare's ``cell`` is reckoned from: its model's native side, where that
+        is another model than its request's (the native side kept when not known)."""
+        side = dict(self.model_sides).get(cell.model or "")
+        return self if side is None else dataclasses.replace(self, native_side=side)
 
     def pixels(self, request: RenderRequest) -> int:
         """The pixels the engine renders ``request`` at (``size``)."""
@@ -115,6 +124,20 @@ class RenderSize:
 
 # A job whose model is not known here and whose picture's size is not at hand.
 UNKNOWN_RENDER_SIZE = RenderSize()
+
+
+def compared_models(request: RenderRequest) -> list[str]:
+    """The models a /compare renders besides its request's (a model axis), whose native
+    sides its ``RenderSize`` holds (``model_sides``); none for another request, or for a
+    comparison the engine will refuse (its estimate is a plain render's)."""
+    if not is_comparison(request):
+        return []
+    try:
+        cells = cell_requests(request)
+    except RenderInputError:
+        return []
+    return sorted({cell.model for cell in cells if cell.model and cell.model != request.model})
+
 
 # Why a job is not taken: its member's limits, the relax caps or the queue bound.
 Refused: TypeAlias = Refusal | RelaxRefusal | QueueBoundRefusal
@@ -161,13 +184,14 @@ def estimated_cost(request: RenderRequest, render_size: RenderSize = UNKNOWN_REN
       the denoising) at its size; its prompts' rows and key length a picture as admission
       planned them (``PromptWork.per_picture``: an ``AND`` part adds half a plain picture's
       work, each 77-token chunk past the first ``CHUNK_ROW_SHARE`` of it);
-    - a /compare: the sum of its cells (``cell_requests``), each at its own steps, all at
-      ``render_size``'s native side (a model axis's other models' are not known here);
+    - a /compare: the sum of its cells (``cell_requests``), each at its own steps and its
+      own model's native side (``RenderSize.of_cell``);
     - an upscale: enlarging, per pixel of its output (``ESTIMATED_ENLARGE_SECONDS_PER_512``:
       all a fast one does), plus, for a creative one, img2img's steps at its strength
       (``Img2ImgSteps.img2img``) over each native-size tile it re-details (``creative_tiles``),
       each step at its picture's prompts' work, as a render's (the tiles run that prompt);
-    - fixing faces: one 512x512 face pass a picture (a faces job does only that);
+    - fixing faces: one face pass a picture at its model's native side, square, as the
+      engine inpaints it (a faces job does only that);
     - a render's, a creative upscale's tiles' and a face pass's steps twice for a
       second-order sampler (Heun, DPM2...: ``calls_per_step``).
 
@@ -190,7 +214,8 @@ def _work_seconds(request: RenderRequest, render_size: RenderSize) -> float:
     """``estimated_cost``'s seconds; raises ``RenderInputError`` for options the engine
     refuses."""
     if is_comparison(request):
-        return sum(_work_seconds(cell, render_size) for cell in cell_requests(request))
+        cells = cell_requests(request)
+        return sum(_work_seconds(cell, render_size.of_cell(cell)) for cell in cells)
     if request.mode == "upscale":
         seconds = _upscale_seconds(request, render_size)
     elif request.mode == "faces":  # a stored picture's faces only: no render of its own
@@ -204,11 +229,13 @@ def _work_seconds(request: RenderRequest, render_size: RenderSize) -> float:
             seconds += _steps_seconds(hires.pass_steps(request.steps), hires.size)
         units = len(request.options.get(CONTROLNET_OPTION) or [])
         seconds *= request.count * (1 + CONTROLNET_STEP_SHARE * units) * _step_work(request)
-    # Fixing faces: one face pass at 512x512 a picture (the faces are counted when it runs).
+    # Fixing faces: one face pass a picture, inpainted at its model's native size (the
+    # faces are counted when it runs).
     face_steps = FaceOptions.from_options(request.options).fix_steps(request.steps)
     if face_steps:
         calls = calls_per_step(request.sampler, request.schedule_type)
-        seconds += ESTIMATED_SECONDS_PER_STEP_512 * face_steps * request.count * calls
+        native = render_size.native_side
+        seconds += _steps_seconds(face_steps, (native, native)) * request.count * calls
     return seconds
 
 
@@ -532,7 +559,8 @@ async def erase_member(
 async def anonymise_due(conn: aiosqlite.Connection, now: float) -> int:
     """Anonymise the ledger rows /forget-me left named until their periods ended."""
     anonymised = await ledger.anonymise_due(conn, now)
-    _kept(conn).usage.drop_where(lambda _key: True)
+    if anonymised:  # run at each token sweep: most find none, and keep what is in memory
+        _kept(conn).usage.drop_where(lambda _key: True)
     return anonymised
 
 

@@ -5,8 +5,8 @@ A task started by the composition root prunes at start and then every few hours:
 - always: interaction tokens Discord no longer accepts are blanked (a token is kept only while
   it can post the job's result: the queue blanks it once the result is posted, and this task
   sweeps the rest every 15 minutes), ledger rows /forget-me left named until their quota
-  periods ended lose the member's id, and each server's audit log keeps its latest
-  ``AUDIT_ROWS_KEPT`` rows;
+  periods ended lose the member's id, each server's audit log keeps its latest
+  ``AUDIT_ROWS_KEPT`` rows, and the ids of pruned jobs' posts are kept ``KEPT_POSTS_DAYS``;
 - with ``EASEL_RETENTION_DAYS`` above 0: jobs that ended and were delivered longer ago than
   that (journal and history rows), their pictures (``images/<job>/``) and uploads
   (``inputs/``), settled ledger rows no quota period still counts, and refusals recorded
@@ -46,6 +46,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot import snowflakes
 from bot.jobs import accounting
 from bot.jobs.stored_files import (
     ResultFolders,
@@ -90,6 +91,11 @@ PRUNE_BATCH = 200
 # after with prompts of 4,000 characters, up to about 100 KB: 100 MiB at worst), while a
 # script's thousands of changes (30,000 rows, 8.8 MiB) are not kept past the next round.
 AUDIT_ROWS_KEPT = 1_000
+# The ids of a pruned job's posts and copies by DM (``pruned_posts``) are kept this long after
+# each was posted, for its maker's /forget-me to delete it (``/help topic:privacy`` says so;
+# a moderator deletes an older one): what stays of a member there (a channel, a time) is
+# bounded, whatever EASEL_RETENTION_DAYS (0 too: rows kept under an earlier setting go).
+KEPT_POSTS_DAYS = 365
 # Less free space than this in EASEL_DATA_DIR at start, and the first round runs before the
 # start's first write to the journal (it failed "database or disk is full" on a full disk).
 START_ROOM_BYTES = 64 * 1024 * 1024
@@ -124,6 +130,8 @@ class Pruned:
     ledger_rows: int = 0
     refusals: int = 0
     audit_rows: int = 0
+    # ``pruned_posts`` rows past ``KEPT_POSTS_DAYS``, or of a deleted channel a stop left
+    kept_posts: int = 0
 
 
 async def remove_unread_results(
@@ -171,23 +179,29 @@ class Retention:
             self._conn, self._clock() - DISCORD_TOKEN_LIFETIME_S
         )
 
-    async def prune(self, *, cutoff_floor: float = 0.0) -> Pruned:
+    async def prune(self, *, cutoff_floor: float = 0.0, before_start: bool = False) -> Pruned:
         """One round, then the database's planner statistics refreshed (SQLite's advice for a
         long-lived connection: every few hours; at a start, a database never analysed is
         analysed then). ``cutoff_floor``: prune at least what ended before it, whatever the
-        clock says now (the files of those jobs may be gone already: ``connect_making_room``)."""
-        pruned = await self._prune(cutoff_floor)
+        clock says now (the files of those jobs may be gone already: ``connect_making_room``).
+        ``before_start``: a round before the start erases again what a database put back
+        holds (``History.forget_again``) leaves the kept posts past the year (bytes, not
+        what fills a disk) to the next, as that erase takes those of when its member asked."""
+        pruned = await self._prune(cutoff_floor, before_start)
         await refresh_planner_statistics(self._conn)
         return pruned
 
-    async def _prune(self, cutoff_floor: float) -> Pruned:
+    async def _prune(self, cutoff_floor: float, before_start: bool) -> Pruned:
         now = self._clock()
         tokens = await self.clear_expired_tokens()
         anonymised = await accounting.anonymise_due(self._conn, now)
         past = await self._prune_past(now, cutoff_floor) if self._retention_s else Pruned()
         audit = await guild_settings.prune_audit(self._conn, AUDIT_ROWS_KEPT, self._audit_read_to)
         self._audit_read_to = audit.read_to
-        if anonymised or past.jobs or past.ledger_rows or past.refusals or audit.rows:
+        kept_posts = 0 if before_start else await self._prune_kept_posts(now)
+        # Those of the channels deleted that a stop left after their withdrawal.
+        kept_posts += await history.forget_posts_of_deleted_channels(self._conn)
+        if anonymised or past.jobs or past.ledger_rows or past.refusals or audit.rows or kept_posts:
             await write_back_log(self._conn)  # no copy of the database files keeps their rows
         pictures, uploads = past.pictures, past.uploads
         # Whatever the retention (0 too: what no row names is reached by no command, nor by
@@ -205,7 +219,15 @@ class Retention:
             pictures=pictures,
             uploads=uploads,
             audit_rows=audit.rows,
+            kept_posts=kept_posts,
         )
+
+    async def _prune_kept_posts(self, now: float) -> int:
+        """The kept posts of pruned jobs posted longer than ``KEPT_POSTS_DAYS`` ago, by
+        batches, but those of a member being erased (``history.prune_kept_posts``); how many
+        went."""
+        below_id = snowflakes.made_before(now - KEPT_POSTS_DAYS * DAY_S)
+        return await history.prune_kept_posts(self._conn, below_id)
 
     async def _prune_past(self, now: float, cutoff_floor: float) -> Pruned:
         """What ended longer ago than the retention (at least before ``cutoff_floor``): jobs,
@@ -282,9 +304,10 @@ class Retention:
         return removed
 
     async def run(self) -> None:
-        """Prune now and every ``PRUNE_INTERVAL_S``, blank expired tokens every
-        ``TOKEN_SWEEP_S`` in between, until cancelled; a failed round is logged and tried
-        again at the next sweep, and so is a write-back of the database's log a reader held up.
+        """Prune now and every ``PRUNE_INTERVAL_S``, blank expired tokens and anonymise the
+        ledger rows due every ``TOKEN_SWEEP_S`` in between, until cancelled; a failed round is
+        logged and tried again at the next sweep, and so is a write-back of the database's log
+        a reader held up.
         A round already run (``connect_making_room``'s) counts as the first."""
         while True:
             try:
@@ -297,6 +320,9 @@ class Retention:
                         log.info("pruned stored data: %s", pruned)
                 else:
                     await self.clear_expired_tokens()
+                    # /forget-me told the member when: met within a sweep, not a round.
+                    if await accounting.anonymise_due(self._conn, self._clock()):
+                        await write_back_log(self._conn)  # nor does the log keep their id
                 await write_back_due_log(self._conn)  # one a reader held up (/forget-me's)
             except Exception:
                 log.exception("pruning stored data failed; trying again in %.0f s", TOKEN_SWEEP_S)
@@ -348,7 +374,7 @@ async def connect_making_room(
         retention = Retention(conn, images_dir, inputs_dir, retention_days)
         if removed is not None:
             try:
-                pruned = await retention.prune(cutoff_floor=removed.cutoff)
+                pruned = await retention.prune(cutoff_floor=removed.cutoff, before_start=True)
             except Exception as error:
                 if await is_out_of_room(error):
                     await _raise_if_nothing_pruned(removed, error, out_of_room=True)

@@ -30,10 +30,11 @@ Fair order
        tally of the user first in the fair order at each start, so time spent idle, capped or
        behind a higher class is not saved up (one turn first, as in round robin). A job's end
        (``finish``) may put the device seconds it was measured to use in place of its
-       estimate; the time it used beyond that moves the user back less what the level added
-       to their tally at their starts since (the level moved on while the job ran: that time
-       is not counted twice). A member sending 16-picture jobs and one sending single
-       pictures thus get about equal device time, not a turn each. Equal tallies go to the
+       estimate (one that used none is taken back, as if it never started); the time it used
+       beyond that moves the user back less what the level added to their tally at their
+       starts since (the level moved on while the job ran: that time is not counted
+       twice). A member sending 16-picture jobs and one sending single pictures thus get
+       about equal device time, not a turn each. Equal tallies go to the
        user who started least recently, then to the one whose next job was submitted first.
        A user idle (nothing queued or running) for ``IDLE_USER_FORGOTTEN_S`` is forgotten
        whole; back, their submit says whether they ever started a job (the caller reads the
@@ -642,9 +643,18 @@ class FairScheduler:
         its ``est_seconds`` in what its start moved (rule 2's turn and share, its guild's
         tally; less what later starts from the level had counted: ``_charge_again``), so a
         member whose jobs were reckoned too light yields to the others as their work was;
-        None (not measured): the estimate stands."""
+        0 (it used no device time: it failed before any GPU work, or was stopped before a
+        worker took it): its start is taken back, as ``put_back_unstarted`` takes one back,
+        and it leaves; None (not measured): the estimate stands."""
         if job_id not in self._running:
             raise KeyError(f"job {job_id} is not running")
+        if used_s is not None and used_s <= 0:
+            start = self._undo_start(job_id)
+            self._release(job_id)
+            if start.turn.holder in self._users:  # else it left no trace (``_note_if_idle``)
+                self._refresh(start.turn.holder)
+            self._rekey_guild_of(start)
+            return
         if used_s is not None and math.isfinite(used_s):
             job = self._running[job_id].job
             self._charge_again(job_id, max(used_s, _LEAST_WORK_S) - _least_work(job))
@@ -684,18 +694,11 @@ class FairScheduler:
         of theirs stands, less this job's work, in place of this one."""
         if job_id not in self._running:
             raise KeyError(f"job {job_id} is not running, so it cannot be put back")
-        start = self._starts_of[job_id]
-        self._take_back(start)
-        user_id, before = start.turn.holder, start.turn.before
-        sharer_id = start.share.holder
-        if sharer_id != user_id and sharer_id in self._users:
-            self._refresh(sharer_id)
-            self._note_if_idle(sharer_id)
+        start = self._undo_start(job_id)
         # Re-indexes the user at the place restored; one restored to _RETURNED with nothing
         # else queued or running leaves no trace as it leaves, and comes back as such.
-        self._back_in_queue(job_id, started_before=before.start == _RETURNED)
-        if start.guild is not None:
-            self._rekey_everywhere((start.guild.holder,))
+        self._back_in_queue(job_id, started_before=start.turn.before.start == _RETURNED)
+        self._rekey_guild_of(start)
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -859,6 +862,23 @@ class FairScheduler:
         self._refresh(*dict.fromkeys(touched))
         if guild is not None:
             self._rekey_everywhere((guild.holder,))
+
+    def _undo_start(self, job_id: str) -> _Start:
+        """Undo running job ``job_id``'s start in every tally it moved (``_take_back``),
+        its sharer, when another user, indexed at the share restored; the caller releases it
+        and re-indexes its user and guild."""
+        start = self._starts_of[job_id]
+        self._take_back(start)
+        sharer_id = start.share.holder
+        if sharer_id != start.turn.holder and sharer_id in self._users:
+            self._refresh(sharer_id)
+            self._note_if_idle(sharer_id)
+        return start
+
+    def _rekey_guild_of(self, start: _Start) -> None:
+        """Index anew the guild whose tally ``start`` moved (servers taking turns)."""
+        if start.guild is not None:
+            self._rekey_everywhere((start.guild.holder,))
 
     def _take_back(self, start: _Start) -> None:
         """Undo one start's moves of its user's turn, its sharer's share and its guild's tally
@@ -1304,13 +1324,18 @@ def _taken_back(charge: _Charge[_Holder], current: _Turn) -> _Turn:
 
 
 def _followed(later: _Charge[_Holder], undone: _Charge[_Holder]) -> _Charge[_Holder]:
-    """A later start's charge of the same tally once ``undone`` is: one that followed it
-    follows the one before; none counts its lift any more."""
+    """A later start's charge of the same tally once ``undone`` is: moved down with that
+    tally by what ``undone`` had added (``_taken_back``), one that followed it following
+    the one before; none counts its lift any more."""
     if later.holder != undone.holder or later.after.start <= undone.after.start:
         return later
+    added = undone.after.work - undone.before.work
+    before = _plus(later.before, -added)
     if later.before.start == undone.after.start:
-        later = later._replace(before=undone.before)
-    return later._replace(lifted=later.lifted - undone.lift)
+        before = undone.before
+    return later._replace(
+        before=before, after=_plus(later.after, -added), lifted=later.lifted - undone.lift
+    )
 
 
 def _work_after(turn: _Turn, level: float, job: QueuedJob) -> float:

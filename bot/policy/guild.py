@@ -504,7 +504,7 @@ class GuildPolicy:
         it names none (``engine_picks_model``) the engine's pick here (``unnamed_model``, kept
         where ``starting``)."""
         models = models_rendered(request)
-        if engine_picks_model(request):
+        if engine_picks_model(request):  # asked only then: a pick at a start is kept
             models.append(await self.unnamed_model(job_id, starting=starting))
         return models
 

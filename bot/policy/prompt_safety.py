@@ -47,7 +47,7 @@ from bot.policy.moderation import (
     operator_matcher,
 )
 from bot.policy.unavailable import broken_wildcard, quoted, unknown_wildcard
-from bot.requests import check_prompt_length, random_seed
+from bot.requests import check_prompt_length
 from bot.user_errors import Reason, UserError, counted
 from inference.compare import cell_requests, is_comparison
 from inference.face_options import FIX_FACES_PROMPT, FaceOptions
@@ -69,6 +69,7 @@ from inference.prompts import (
     picture_seeds,
 )
 from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
+from inference.prompts.flags import random_seed
 from inference.prompts.stopping import PlanStopped, stopping_when
 from inference.samplers import calls_per_step
 from inference.types import RenderInputError, RenderRequest, utf8_json

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # As long as the interaction the link was given in: Discord's tokens also live 15 minutes.
 LINK_LIFETIME_S = 15 * 60
+# A used link's record is kept this long past its expiry: a host clock stepped back by less
+# (a time zone's offset, 14 h at most) cannot make a spent link usable again.
+USED_KEPT_PAST_EXPIRY_S = 24 * 60 * 60
 _SECRET_BYTES = 32
 
 
@@ -231,9 +234,9 @@ class LinkSigner:
         return self._used_dir / f"{link.expires_at}-{link.nonce}"
 
     def _prune_used(self) -> None:
-        """Forget used links that have expired anyway."""
+        """Forget used links that expired USED_KEPT_PAST_EXPIRY_S ago."""
         now = self.clock()
         for path in self._used_dir.iterdir():
             expires_at, _, _ = path.name.partition("-")
-            if not expires_at.isdigit() or int(expires_at) <= now:
+            if not expires_at.isdigit() or int(expires_at) + USED_KEPT_PAST_EXPIRY_S <= now:
                 path.unlink(missing_ok=True)

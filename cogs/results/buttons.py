@@ -28,8 +28,8 @@ from bot.edits import (
     vary_request,
 )
 from bot.history import History, PostedMessage, StoredJob
-from bot.images import picture_size, written_seed
-from bot.jobs.queue import CancelOutcome, JobQueue
+from bot.images import picture_size
+from bot.jobs.queue import CancelOutcome, JobQueue, job_gone
 from bot.policy.guild import NsfwPolicy
 from bot.policy.moderation import (
     AGE_RESTRICTED_STAYS_IN_THE_SERVER,
@@ -77,21 +77,13 @@ _IDX = r"(?P<idx>[0-3])"
 VARY_PRESETS = {"v": "strong", "subtle": "subtle", "strong": "strong"}
 
 
-def _gone(job_id: str) -> UserError:
-    """One refusal for a job that is gone, another server's, or another member's private
-    one: none of them tells the clicker which it is."""
-    return UserError(
-        f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
-    )
-
-
 async def clicked_job(interaction: discord.Interaction[Any], job_id: str) -> StoredJob:
     """The job a button names, with its pictures. A job of another server (or of direct
     messages, clicked in a server) is answered as if it did not exist: results belong to
     the server they were made in."""
     job = await services_of(interaction).history.job(job_id)
     if job is None or job.guild_id != interaction.guild_id or not job.image_paths:
-        raise _gone(job_id)
+        raise job_gone(job_id)
     return job
 
 
@@ -105,7 +97,7 @@ async def check_clicker_may_see(
     ``check_member_may_read_channel``, whose channel it returns, for later checks)."""
     made_by_clicker = job.user_id == interaction.user.id
     if job.private and not made_by_clicker:
-        raise _gone(job.job_id)
+        raise job_gone(job.job_id)
     if job.channel_id is None:
         return None
     return await check_member_may_read_channel(
@@ -209,7 +201,7 @@ async def _original_request(interaction: discord.Interaction[Any], job_id: str) 
 async def original_request(queue: JobQueue, job_id: str) -> RenderRequest:
     request = await queue.request_of(job_id)
     if request is None:
-        raise _gone(job_id)
+        raise job_gone(job_id)
     return request
 
 
@@ -763,11 +755,19 @@ class DeleteButton(
             )
             if message is None or channel_id is None:
                 raise not_its_post
+            post = interaction.guild_id, channel_id, message.id
             if made_by_clicker:
-                if message.id in _MAKERS_DELETING:
+                if history.deleting_now(post):
+                    # A moderator's click deleting it withdraws the job: an unlink would undo
+                    # it. This click goes on only once theirs failed (the post stays).
+                    await interaction.response.defer()
+                    if await history.deleted_by_moderators(post):
+                        return
+                if message.id in _MAKERS_DELETING or history.deleting_now(post):
                     # Its first click deletes it. This one's delete could reach Discord first,
                     # and the first's 404 would then link the post again as a moderator's.
-                    await interaction.response.defer()
+                    if not interaction.response.is_done():
+                        await interaction.response.defer()
                     return
                 _MAKERS_DELETING.add(message.id)
                 try:
@@ -783,16 +783,24 @@ class DeleteButton(
                 return
             # As the deletion's own event does: only a post of the job in this channel
             # withdraws it (never a message of another channel that names the job).
-            if await history.is_post_of(job.job_id, interaction.guild_id, channel_id, message.id):
-                moderated = interaction.guild_id, channel_id, message.id
-            elif _easel_post_of(interaction, message, job.job_id):
+            recorded = await history.is_post_of(job.job_id, *post)
+            if not (recorded or _easel_post_of(interaction, message, job.job_id)):
+                raise not_its_post
+            if message.id in _MAKERS_DELETING:
+                # Its maker's Delete unlinks it (before or after the read above) and deletes
+                # it: what this moderator's deletion would do is done as theirs, by job id.
+                await defer_thinking(interaction, private=True)
+                withdrawn = await withdraw_as_moderator(interaction, job)
+                await tell(interaction, f"Its maker is deleting this post already. {withdrawn}")
+                return
+            if not recorded:
                 # Its post from before the records (or lost to a crash): nothing to withdraw.
                 raise UserError(
                     f"Easel has no record of this post of job `{job.job_id}`; delete it in "
                     "Discord (it withdraws nothing)."
                 )
-            else:
-                raise not_its_post
+            # Marked ``deleting`` with no await before it: a maker's click from now on sees it.
+            moderated = post
         if moderated is None:
             # A button in direct messages is on the clicker's own copy.
             await _delete_clicked(interaction)
@@ -801,8 +809,8 @@ class DeleteButton(
                 await services_of(interaction).history.copy_deleted(message.id)
             return
         history = services_of(interaction).history
-        # Its deletion's event may come before the answer: withdrawn as the clicker's then too.
-        with history.deleting(moderated, by=interaction.user.id):
+        # Its deletion's event may come before the answer: it waits for it (``deleting``).
+        with history.deleting(moderated):
             if not await _delete_clicked(interaction):
                 return
             # After its event or before: withdrawn once.
@@ -863,7 +871,8 @@ async def _delete_clicked(
     deleted it (Discord refused; or another deleted it, a moderator whose deletion's event
     may come after the unlink: it withdraws the job then, or now if it came first)."""
     try:
-        await interaction.response.defer()
+        if not interaction.response.is_done():  # a maker's click waited for a moderator's
+            await interaction.response.defer()
         await interaction.delete_original_response()
     except Exception as error:
         if unlinked is not None:
@@ -931,13 +940,7 @@ def _easel_post_of(
 
 def picture_caption(job: StoredJob, idx: int) -> str:
     """The caption of ``job``'s picture ``idx`` posted alone (U1-U4)."""
-    return f"Picture {idx + 1} of `{job.job_id}` (seed {shown_seed(job, idx)})"
-
-
-def shown_seed(job: StoredJob, idx: int) -> int:
-    """The seed of ``job``'s picture ``idx`` as its text writes it, as its result's caption
-    names it (``bot.images.written_seeds``): past 2**32 - 1, the web UI's."""
-    return written_seed(job.seeds[idx], job.infotexts[idx])
+    return f"Picture {idx + 1} of `{job.job_id}` (seed {job.seeds[idx]})"
 
 
 def copy_caption(job: StoredJob, indexes: Sequence[int] | None = None) -> str:
@@ -945,7 +948,7 @@ def copy_caption(job: StoredJob, indexes: Sequence[int] | None = None) -> str:
     seeds of those sent alone, and which picture it is when one of several is sent."""
     prompt = shown_prompt(job.prompt, MAX_QUOTED_PROMPT) or NO_PROMPT
     sent = range(len(job.seeds)) if indexes is None else indexes
-    seeds = ", ".join(str(shown_seed(job, index)) for index in sent)
+    seeds = ", ".join(str(job.seeds[index]) for index in sent)
     which = f"picture {sent[0] + 1} of job" if len(sent) == 1 < len(job.seeds) else "job"
     return f"**{prompt}** — {which} `{job.job_id}` (seed {seeds})"
 

@@ -17,7 +17,7 @@ import discord
 from bot.alt_text import picture_description, result_description
 from bot.bans import StoppedMembers
 from bot.history import PostedMessage
-from bot.images import decoded, posted_as_grid, posted_grid_png, written_seeds
+from bot.images import decoded, posted_as_grid, posted_grid_png
 from bot.jobs.queue import (
     PRIVATELY,
     SERVER_NOT_SERVED,
@@ -70,7 +70,13 @@ from cogs.results.fitted import (
     ResultPost,
     channel_upload_limit,
 )
-from cogs.results.progress import CHANNEL_CHECK_TIMEOUT_S, Pointer, ProgressMessages, _Watched
+from cogs.results.progress import (
+    CHANNEL_CHECK_TIMEOUT_S,
+    Pointer,
+    ProgressMessages,
+    _Watched,
+    interaction_webhook,
+)
 from cogs.visibility import (
     CHANNEL_CHECK_FAILED,
     DISCORD_FAILED,
@@ -118,7 +124,7 @@ def caption(job: FinishedJob) -> str:
     """The prompt, maker, seeds and notes; never so long that Discord refuses the result."""
     # A prompt of direction controls alone shows as nothing: said to have none.
     prompt = shown_prompt(job.request.prompt, MAX_QUOTED_PROMPT) or f"({job.kind}, no prompt)"
-    seeds = ", ".join(map(str, written_seeds(job.images)))
+    seeds = ", ".join(str(image.seed) for image in job.images)
     text = f"**{prompt}** — <@{job.user_id}> (seed {seeds}, job `{job.job_id}`)"
     said = [*job.request.notes, *render_warnings(job)]
     notes = "".join(f"\nNote: {n}" for n in said)
@@ -144,7 +150,7 @@ def result_png(job: FinishedJob) -> bytes:
     pngs = [image.path.read_bytes() for image in job.images]
     if not posted_as_grid(job.request, len(pngs)):
         return pngs[0]
-    seeds = written_seeds(job.images)
+    seeds = [image.seed for image in job.images]
     return posted_grid_png(job.request, decoded(pngs), job.images[0].infotext, seeds)
 
 
@@ -757,12 +763,7 @@ class DiscordResults(ProgressMessages):
     def _webhook(self, job: FinishedJob) -> discord.Webhook:
         """The interaction's webhook; only for a job whose token lives (``_token_alive``)."""
         assert job.application_id is not None and job.interaction_token is not None
-        webhook = discord.Webhook.partial(
-            job.application_id, job.interaction_token, client=self._client
-        )
-        # An interaction's webhook: its follow-ups may be seen by its maker alone (ephemeral).
-        webhook.type = discord.WebhookType.application
-        return webhook
+        return interaction_webhook(self._client, job.application_id, job.interaction_token)
 
     async def _send_copy(self, job: FinishedJob, png: bytes) -> None:
         """The copy by DM is extra: failing to send it never fails the posted result. A
@@ -840,7 +841,7 @@ class DiscordResults(ProgressMessages):
             job.application_id is not None
             and job.interaction_token is not None
             and job.interaction_created_at is not None
-            and self._alive(job.interaction_created_at)
+            and self._alive(job.job_id, job.interaction_created_at)
         )
 
     async def _post_result(

@@ -27,16 +27,20 @@ from bot.policy.delivery import PreviewShown, preview_shown
 from bot.policy.guild import GuildPolicy, NsfwPolicy
 from bot.policy.member_settings import MemberSettings
 from cogs.common import ORIGINAL_RESPONSE, queue_of
+from cogs.contexts import received_at
 from cogs.results.buttons import UNKNOWN_CHANNEL, CancelButton
 from cogs.visibility import is_age_restricted
 from cogs.withdrawals import UNKNOWN_MESSAGE
-from cogs.wording import STOPPED_BESIDE_OTHERS
+from cogs.wording import STOPPING_BESIDE_OTHERS
 from inference.types import StepProgress
 
 log = logging.getLogger(__name__)
 
 # Discord accepts edits through an interaction token for 15 minutes; leave a safety margin.
 INTERACTION_TOKEN_LIFETIME_S = 14 * 60
+# A receipt is kept this long, past its job's delivery (a /forget-me's retraction of the post
+# judges its token after it): one number a job, so that no other's prunes a live one.
+RECEIPTS_KEPT_S = 24 * 3600.0
 _UNFINISHED = frozenset({"queued", "running"})
 # Asking Discord about a job's channel (still there, age-restricted) for a delivery or a
 # progress edit: no click waits on it.
@@ -88,9 +92,15 @@ class ProgressMessages:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        # Token lifetimes are judged on the wall clock (a test may move it with Discord's).
+        # The tokens of this run's interactions are judged on the monotonic clock from their
+        # receipt (``_received_at``): a host's wall clock set wrong would judge them dead from
+        # the start, or alive past their end; a restored one's on the wall clock, the one its
+        # journal knows. A test moves both with Discord's (``monotonic`` drives the edits'
+        # pacing too).
         self.wall_clock = wall_clock
-        self._monotonic = monotonic
+        self.monotonic = monotonic
+        # When this process received each job's interaction, RECEIPTS_KEPT_S at most.
+        self._received_at: dict[str, float] = {}
         self._watched: dict[str, _Watched] = {}
         # The pointer edits in flight (``point_to_result``), kept from the garbage collector.
         self._pointers: set[asyncio.Task[None]] = set()
@@ -119,6 +129,7 @@ class ProgressMessages:
         Returns once "thinking…" is replaced: Discord turns the first follow-up of a deferred
         response into that response, so a private follow-up sent before (a --repeat's notice)
         would have taken its place, publicly."""
+        self._received(job_id, interaction)  # before any wait: its delivery may judge the token
         shown_now = await self._previews_now(job_id, interaction, private=private)
         state = await queue_of(interaction).state(job_id)
         # No await between this check and the registration: deliver() either already ran
@@ -141,23 +152,24 @@ class ProgressMessages:
 
         watched = _Watched(
             interaction.followup,
-            lambda: self._alive(created_at),
+            lambda: self._alive(job_id, created_at),
             spoiler,
             on_deleted=deleted,
             on_landed=landed,
             shown_now=shown_now,
             channel=None if channel_id is None else self._channel(channel_id),
-            last_word_due=(lambda: self._token_ends_soon(created_at)) if private else None,
+            last_minute=self._last_minute(job_id, created_at) if private else None,
             wall_clock=lambda: self.wall_clock(),
         )
         self._watched[job_id] = watched
         if state.position is None:  # already rendering: progress edits follow
-            watched.schedule("🎨 Rendering…", _cancel_view(job_id))
+            watched.schedule(RENDERING, _cancel_view(job_id))
         else:
             watched.schedule(queued_text(state), _cancel_view(job_id))
             watched.place_shown = state
+        if private or state.position is not None:  # a private one's last word comes from there
             self._follow_places(queue_of(interaction).queued_places)
-        watched.last_edit = watched.place_checked_at = self._monotonic()
+        watched.last_edit = watched.place_checked_at = self.monotonic()
         # Not ``settle``: while Discord is slow, ticks keep the edits going until the render's end.
         await watched.first_edit_done.wait()
 
@@ -281,21 +293,25 @@ class ProgressMessages:
 
     def progress(self, job_id: str, step: StepProgress) -> None:
         """The queue's progress listener: at most one edit per interval per job, while its
-        token lives, and until a private one said its last word (``_last_word``)."""
+        token lives, and until a private one said its last word; in its token's last minute,
+        each says that it stops showing soon (``_last_word``)."""
         watched = self._watched.get(job_id)
         if watched is None or watched.last_word_said or not watched.token_alive():
             return
         if step.preview is not None:
             watched.preview = step.preview  # shown with the next edit
-        now = self._monotonic()
+        now = self.monotonic()
         if now - watched.last_edit < PROGRESS_EDIT_INTERVAL_S:
             return
         watched.last_edit = now
-        watched.place_shown = None
-        watched.schedule(
-            f"🎨 Rendering — {step.fraction:.0%} (step {step.step}/{step.total_steps}).",
-            _cancel_view(job_id),
-        )
+        text = f"🎨 Rendering — {step.fraction:.0%} (step {step.step}/{step.total_steps})."
+        if watched.last_word_due():
+            watched.show_progress_ends(
+                watched.last_word(job_id, text, PROGRESS_ENDS_SOON), _cancel_view(job_id)
+            )
+        else:
+            watched.place_shown = None
+            watched.schedule(text, _cancel_view(job_id))
 
     def stopped_in_batch(self, job_id: str, charged: bool) -> None:
         """The queue's stopped listener: the job was stopped while its batch renders on for
@@ -365,6 +381,7 @@ class ProgressMessages:
         self,
         posts: Collection[tuple[str, int, int]],
         queued_places: Callable[[Collection[str]], dict[str, JobState]],
+        private_tokens: Collection[tuple[str, int, str, float]] = (),
     ) -> None:
         """After a restart: the public progress messages of the jobs restored queued (job,
         channel, message: ``JobQueue.queued_progress_posts``) show their places again as they
@@ -372,22 +389,50 @@ class ProgressMessages:
         each has now, the first edit when it moves enough, as for any other. Not those no
         longer queued (rendering, ended meanwhile, or waiting for Discord's answer about their
         maker): nothing follows them after now. A private job's message can be edited through
-        its token alone: the last run's said its last word, or froze (``_last_word``)."""
-        places = queued_places([job_id for job_id, _, _ in posts])
-        followed = False
+        its token alone (``private_tokens``: job, application, token, when made, from
+        ``JobQueue.queued_private_tokens``): one still alive on the wall clock, the one the
+        journal knows, is followed as this run's, and says its last word (``_last_word``); the
+        last run's said it, or froze."""
+        places = queued_places([*(job_id for job_id, *_ in posts), *(t[0] for t in private_tokens)])
+        restored: dict[str, _Watched] = {}
         for job_id, channel_id, message_id in posts:
+            restored[job_id] = _Watched.restored(
+                message_id, self._channel(channel_id), wall_clock=lambda: self.wall_clock()
+            )
+        for job_id, application_id, token, created_at in private_tokens:
+            if self._alive(job_id, created_at):
+                restored[job_id] = self._restored_privately(
+                    job_id, interaction_webhook(self._client, application_id, token), created_at
+                )
+        followed = False
+        for job_id, watched in restored.items():
             state = places.get(job_id)
             if state is None or job_id in self._watched:
                 continue
-            watched = _Watched.restored(
-                message_id, self._channel(channel_id), wall_clock=lambda: self.wall_clock()
-            )
             watched.place_shown = state
             watched.first_edit_done.set()  # no "thinking…" to replace
             self._watched[job_id] = watched
             followed = True
         if followed:
             self._follow_places(queued_places)
+
+    def _restored_privately(
+        self, job_id: str, webhook: discord.Webhook, created_at: float
+    ) -> _Watched:
+        """A private job's place as a restart found it, edited through its token (made at
+        ``created_at``), which the wall clock judges (no receipt of this run's)."""
+        watched = _Watched(
+            webhook,
+            lambda: self._alive(job_id, created_at),
+            False,
+            on_deleted=_nothing,  # one dismissed privately withdraws nothing
+            on_landed=_landed_nowhere,
+            last_minute=self._last_minute(job_id, created_at),
+            wall_clock=lambda: self.wall_clock(),
+        )
+        # The rules its previews were shown under are the last run's: none is shown.
+        watched.previews_stopped = True
+        return watched
 
     def _follow_places(
         self, queued_places: Callable[[Collection[str]], dict[str, JobState]]
@@ -424,16 +469,20 @@ class ProgressMessages:
         ``edits_allowed`` of those that moved enough (``_moved_enough``) are shown again, one
         per channel per CHANNEL_PLACE_EDIT_GAP_S of those edited through their channel, the
         rest first next time. Private messages whose token ends soon go first, with their last
-        word (``_last_word``), looked at whenever, while their job is queued (one handed to a
-        device shows its progress until its token ends). Whether an editable message shows a
-        place."""
-        showing = [
-            (job_id, watched)
-            for job_id, watched in self._watched.items()
-            if watched.place_shown is not None and watched.editable()
+        word (``_last_word``), looked at whenever: a queued one's place, said last; a rendering
+        one's progress, which goes on with the same tail (``progress``) until its token ends.
+        Whether an editable message shows a place, or is private and has not said that yet."""
+        editable = [
+            (job_id, watched) for job_id, watched in self._watched.items() if watched.editable()
         ]
-        now = self._monotonic()
-        ending = [item for item in showing if item[1].last_word_due()]
+        showing = [item for item in editable if item[1].place_shown is not None]
+        now = self.monotonic()
+        ending = [
+            item
+            for item in editable
+            if item[1].last_word_due()
+            and (not item[1].progress_ends_shown or item[1].place_shown is not None)
+        ]
         ending_ids = {job_id for job_id, _ in ending}
         due = sorted(
             (
@@ -446,10 +495,17 @@ class ProgressMessages:
         )
         looked_at = [job_id for job_id, _ in [*ending, *due]]
         places = queued_places(looked_at) if looked_at else {}
-        for job_id, watched in ending:
-            if edits_allowed and (state := places.get(job_id)) is not None:
-                edits_allowed -= 1
-                watched.say_last_word(_last_word(job_id, state), _cancel_view(job_id))
+        for job_id, watched in ending[:edits_allowed]:
+            edits_allowed -= 1
+            if (state := places.get(job_id)) is not None:
+                last = watched.last_word(job_id, queued_text(state), PLACE_SHOWN_NO_MORE)
+                watched.say_last_word(last, _cancel_view(job_id))
+            else:  # out of the queue: rendering, or about to
+                progress = watched.newest_text if watched.place_shown is None else None
+                watched.show_progress_ends(
+                    watched.last_word(job_id, progress or RENDERING, PROGRESS_ENDS_SOON),
+                    _cancel_view(job_id),
+                )
         self._channel_edited_at = {
             channel_id: at
             for channel_id, at in self._channel_edited_at.items()
@@ -471,7 +527,9 @@ class ProgressMessages:
                 watched.place_shown = state
                 watched.schedule(queued_text(state), _cancel_view(job_id))
             watched.place_checked_at = now
-        return bool(showing)
+        return bool(showing) or any(
+            watched.has_last_word and not watched.progress_ends_shown for _, watched in editable
+        )
 
     async def close(self) -> None:
         """Cancel the pointer edits in flight and the places' refresh, and wait for them: none
@@ -482,21 +540,88 @@ class ProgressMessages:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _alive(self, interaction_created_at: float) -> bool:
-        return self.wall_clock() - interaction_created_at < INTERACTION_TOKEN_LIFETIME_S
+    def _received(self, job_id: str, interaction: discord.Interaction[Any]) -> None:
+        """Note when this process received the job's interaction (``received_at``; none:
+        not from the gateway, judged on the wall clock), kept RECEIPTS_KEPT_S, past its
+        delivery: a retraction of its post judges its token by it. Its defer was accepted, so
+        Discord made it at most 3 s before: within the margin of INTERACTION_TOKEN_LIFETIME_S."""
+        received = received_at(interaction)
+        if received is None:
+            return
+        now = self.monotonic()
+        # In the order received, near enough: the oldest first.
+        while self._received_at:
+            oldest, at = next(iter(self._received_at.items()))
+            if now - at < RECEIPTS_KEPT_S:
+                break
+            del self._received_at[oldest]
+        self._received_at[job_id] = received
+
+    def _token_age_s(self, job_id: str, interaction_created_at: float) -> float:
+        """How old the job's interaction token is (``token_age_s``): a restored job's on the
+        wall clock."""
+        return token_age_s(
+            self._received_at.get(job_id), interaction_created_at, self.monotonic, self.wall_clock
+        )
+
+    def _alive(self, job_id: str, interaction_created_at: float) -> bool:
+        return self._token_age_s(job_id, interaction_created_at) < INTERACTION_TOKEN_LIFETIME_S
+
+    def token_alive_of(self, interaction: discord.Interaction[Any]) -> bool:
+        """Whether Easel still answers through ``interaction``'s token (one of no job's: a
+        /forget-me's), judged as a job's is, on these clocks (a test moves them)."""
+        age_s = token_age_s(
+            received_at(interaction),
+            interaction.created_at.timestamp(),
+            self.monotonic,
+            self.wall_clock,
+        )
+        return age_s < INTERACTION_TOKEN_LIFETIME_S
 
     def _channel(self, channel_id: int) -> Callable[[], discord.PartialMessageable]:
         return lambda: self._client.get_partial_messageable(channel_id)
 
-    def _token_ends_soon(self, interaction_created_at: float) -> bool:
+    def _token_ends_soon(self, job_id: str, interaction_created_at: float) -> bool:
         """Whether the token lives, for less than PLACE_LAST_WORD_S more."""
-        age_s = self.wall_clock() - interaction_created_at
+        age_s = self._token_age_s(job_id, interaction_created_at)
         return (
             INTERACTION_TOKEN_LIFETIME_S - PLACE_LAST_WORD_S <= age_s < INTERACTION_TOKEN_LIFETIME_S
         )
 
+    def _last_minute(self, job_id: str, interaction_created_at: float) -> LastMinute:
+        return LastMinute(
+            lambda: self._token_ends_soon(job_id, interaction_created_at),
+            interaction_created_at + INTERACTION_TOKEN_LIFETIME_S,
+        )
 
-STOPPED_IN_BATCH = f"⏹️ Stopped: {STOPPED_BESIDE_OTHERS}"
+
+def token_age_s(
+    received: float | None,
+    interaction_created_at: float,
+    monotonic: Callable[[], float],
+    wall_clock: Callable[[], float],
+) -> float:
+    """How old an interaction's token is: since this process ``received`` it, on the
+    ``monotonic`` clock (a host's wall clock set wrong would judge it dead from the start, or
+    alive past its end); else (None: not this run's) on the wall clock, from when Discord
+    made it."""
+    if received is not None:
+        return monotonic() - received
+    return wall_clock() - interaction_created_at
+
+
+@dataclass(frozen=True)
+class LastMinute:
+    """A private message's token's last minute: whether it came (``due``, judged as its
+    token is), and when the token ends by Discord's clock (``ends_at``: its interaction's
+    time, from its snowflake, on), which its last word states."""
+
+    due: Callable[[], bool]
+    ends_at: float
+
+
+RENDERING = "🎨 Rendering…"
+STOPPED_IN_BATCH = f"⏹️ Stopped: {STOPPING_BESIDE_OTHERS}"
 STOPPED_FREE = "⏹️ Stopped; nothing of it is posted, and nothing is charged."
 
 
@@ -506,15 +631,24 @@ def queued_text(state: JobState) -> str:
     return f"⏳ Queued — {state.place()}{eta}."
 
 
-def _last_word(job_id: str, state: JobState) -> str:
-    """A private job's place, as its message shows it last (its token ends within the
-    minute): where its result comes, as its delivery sends it (``DiscordResults``): here while
-    the token lives; then to its maker's direct messages when they are open, a notice alone
-    where its server keeps its pictures; ``/show`` brings it back."""
+# What a private job's message says in its token's last minute (``_last_word``): a queued
+# one's place is shown no more; a rendering one's progress goes on until the token ends.
+PLACE_SHOWN_NO_MORE = "Its place is shown here no more."
+PROGRESS_ENDS_SOON = "Its progress shows here until {ends}."
+
+
+def _last_word(job_id: str, shown: str, ending: str, ends_at: float) -> str:
+    """A private job's message in its token's last minute: what it ``shown``s (its place, or
+    its progress), that this ``ending``s, and where its result comes, as its delivery sends it
+    (``DiscordResults``): here while the token lives as its delivery starts, until ``ends_at``
+    (a Discord timestamp, true at each edit: the member's own clock reads it); then to its
+    maker's direct messages when they are open, a notice alone where its server keeps its
+    pictures; ``/show`` brings it back."""
+    ends = f"<t:{int(ends_at)}:T>"  # down to the second: never later than the token's end
     return (
-        f"{queued_text(state)}\nIts place is shown here no more. Its result comes here if it "
-        "ends within the minute, else to your direct messages if they are open (a notice "
-        f"alone where the server keeps its pictures); `/show {job_id}` brings it back."
+        f"{shown}\n{ending.format(ends=ends)} Its result comes here if it is posted before "
+        f"{ends}, else to your direct messages if they are open (a notice alone where the "
+        f"server keeps its pictures); `/show {job_id}` brings it back."
     )
 
 
@@ -549,6 +683,14 @@ async def _landed_nowhere(message: discord.WebhookMessage) -> None:
     return None
 
 
+def interaction_webhook(client: discord.Client, application_id: int, token: str) -> discord.Webhook:
+    """An interaction's webhook, from its token: its follow-ups may be seen by its maker
+    alone (ephemeral)."""
+    webhook = discord.Webhook.partial(application_id, token, client=client)
+    webhook.type = discord.WebhookType.application
+    return webhook
+
+
 def _cancel_view(job_id: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(CancelButton(job_id))
@@ -573,16 +715,19 @@ class _Watched:
         on_landed: Callable[[discord.WebhookMessage], Awaitable[None]],
         shown_now: Callable[[], Awaitable[PreviewShown]] | None = None,
         channel: Callable[[], discord.PartialMessageable] | None = None,
-        last_word_due: Callable[[], bool] | None = None,
+        last_minute: LastMinute | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._followup = followup  # None: its token is not this run's (``restored_id``)
         self.token_alive = token_alive
         self._channel = channel  # None: not known, or not to be edited through
         self._wall_clock = wall_clock
-        # A private message's: whether its last edit is due (its token ends soon).
-        self.last_word_due = last_word_due or (lambda: False)
+        # A private message's: when its last edit is due (its token ends soon), and what it says.
+        self._last_minute = last_minute
+        self.has_last_word = last_minute is not None
         self.last_word_said = False  # it said its place is shown no more: edited no more
+        # It said until when its progress shows: said again with each edit.
+        self.progress_ends_shown = False
         # Its message in its channel as the journal recorded it, for a job restored at
         # start-up (None: the one ``message`` is, once an edit landed).
         self.restored_id: int | None = None
@@ -666,6 +811,26 @@ class _Watched:
         if self._wall_clock() - made_at >= CHANNEL_PLACE_EDITS_UNTIL_AGE_S:
             return None
         return message_id
+
+    @property
+    def newest_text(self) -> str | None:
+        """The newest text scheduled, sent or not (None: none yet)."""
+        return None if self._newest is None else self._newest[0]
+
+    def last_word_due(self) -> bool:
+        """Whether its token's last minute came (a private message's alone)."""
+        return self._last_minute is not None and self._last_minute.due()
+
+    def last_word(self, job_id: str, shown: str, ending: str) -> str:
+        """What it says in its token's last minute (``_last_word``), once that is due."""
+        assert self._last_minute is not None  # due for a private message alone
+        return _last_word(job_id, shown, ending, self._last_minute.ends_at)
+
+    def show_progress_ends(self, content: str, view: discord.ui.View) -> None:
+        """``content`` says that its progress stops showing soon: its progress edits follow,
+        saying it too, while its token lives; none shows a place."""
+        self.place_shown, self.progress_ends_shown = None, True
+        self.schedule(content, view)
 
     def say_last_word(self, content: str, view: discord.ui.View) -> None:
         """``content`` is the message's last edit: no place nor progress follows."""

@@ -14,6 +14,7 @@ from inference.face_options import (
     FIX_DILATION,
     FIX_MASK_BLUR,
     FIX_PADDING,
+    FIX_SEED_KEY,
     FaceOptions,
 )
 from inference.face_restorers import resolve_face_restorer
@@ -38,14 +39,20 @@ from inference.infotext import (
     web_ui_sampler_fields,
     without_easel_keys,
 )
+from inference.limits import DEFAULT_CLIP_SKIP, written_seed
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import BlankRows, PassTools, pipeline_task, task_arguments
-from inference.passes.jobs import ImageJob, OwnRequest, planned_draws, resolve_seed
+from inference.passes.jobs import (
+    ImageJob,
+    OwnRequest,
+    clip_skip_of,
+    planned_draws,
+    resolve_seed,
+)
 from inference.passes.networks import JobNetworks, job_networks
 from inference.passes.output import call_steps, rendered
 from inference.passes.picture_prompts import picture_infotext, rendered_prompts
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
-from inference.prompts.flags import seed_read_back
 from inference.registry import ModelRegistry
 from inference.samplers import AUTOMATIC_SCHEDULE
 from inference.types import (
@@ -58,6 +65,8 @@ from inference.types import (
 
 # The fix pass's inpainting, as ADetailer sets it up: only the masked area, at full size.
 FIX_INPAINT = InpaintOptions(mask_blur=FIX_MASK_BLUR, only_masked=True, padding=FIX_PADDING)
+# ADetailer's VAE (the web UI's) for the model's own, no VAE file's.
+NO_VAE = "None"
 
 
 def check_faces(request: RenderRequest, registry: ModelRegistry) -> None:
@@ -221,12 +230,18 @@ def fix_infotext(options: FaceOptions, detector: FaceDetector) -> dict[str, obje
 
 
 def separate_settings(
-    params: Mapping[str, InfotextValue], model: LoadedModel, request: RenderRequest
+    params: Mapping[str, InfotextValue],
+    model: LoadedModel,
+    request: RenderRequest,
+    *,
+    vae: object,
+    seed: int,
 ) -> dict[str, object]:
     """ADetailer's keys for a fix pass rendered with settings of its own, for each of the
-    model, sampler, steps and CFG the pass over a stored picture used that its text
-    (``params``) does not say: a stand-in for a model not installed here, a replaced file, a
-    sampler unknown here."""
+    model, VAE (``vae``: the file's name, None: the model's own), sampler, steps, CFG and
+    clip skip the pass over a stored picture used that its text (``params``) does not say: a
+    stand-in for a model not installed here (without the picture's VAE and clip skip), a
+    replaced file, a sampler unknown here; and ``FIX_SEED_KEY``, the seed 🔄 drew."""
     used: dict[str, object] = {}
     written_model = (params.get("Model"), params.get("Model hash", model.short_hash))
     if written_model != (model.entry.name, model.short_hash):
@@ -238,10 +253,16 @@ def separate_settings(
         used["scheduler"] = sampler.get(SCHEDULE_TYPE, AUTOMATIC_SCHEDULE)
     if params.get(STEPS) != request.steps:
         used["steps"] = request.steps
-    if guidance_of(params, distilled_model=model.flow is not None) != request.cfg_scale:
+    distilled = model.flow is not None and model.flow.guidance != "cfg"
+    if guidance_of(params, distilled_model=distilled) != request.cfg_scale:
         used["CFG scale"] = float(request.cfg_scale)
+    if params.get("VAE") != vae:
+        used["VAE"] = vae or NO_VAE
+    if params.get("Clip skip", DEFAULT_CLIP_SKIP) != (clip_skip := clip_skip_of(request)):
+        used["CLIP skip"] = clip_skip
     switches = {f"ADetailer use separate {what}": True for what in used if what != "scheduler"}
-    return {**switches, **{f"ADetailer {what}": value for what, value in used.items()}}
+    separate = {**switches, **{f"ADetailer {what}": value for what, value in used.items()}}
+    return separate | ({} if params.get("Seed") == seed else {FIX_SEED_KEY: seed})
 
 
 def faces_of_picture(
@@ -261,11 +282,8 @@ def faces_of_picture(
     picture = picture_infotext(request)
     params = picture[2]
     # The request's seed (the picture's, from a button; a new one from 🔄), else the picture's.
-    seed = params.get("Seed")
-    if request.seed != -1 or not isinstance(seed, int):
-        seed = resolve_seed(request.seed)
-    else:  # as written: past the top for a batch picture that wrapped
-        seed = seed_read_back(seed)
+    written = written_seed(params.get("Seed"))
+    seed = resolve_seed(request.seed) if request.seed != -1 or written is None else written
     job = ImageJob(
         *rendered_prompts(request, picture),
         seed,
@@ -292,7 +310,9 @@ def faces_of_picture(
             [image], faces = faces_passes(
                 model, request, [job], [source], [found], detector, networks, tracker, tools
             )
-        faces |= separate_settings(params, model, request)
+        faces |= separate_settings(
+            params, model, request, vae=networks.shared_infotext["VAE"], seed=seed
+        )
     else:
         [image], faces = restored_faces([source], [found], options, tools)
     raise_if_cancelled(cancel)

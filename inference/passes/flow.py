@@ -26,7 +26,7 @@ from inference.family_rules import check_flow_request, flow_sampler
 from inference.flow_families import FlowFamily, flow_prompt, make_flow_scheduler
 from inference.infotext import CFG_SCALE, DISTILLED_CFG_SCALE
 from inference.model_cache import LoadedModel, PipelineTask
-from inference.networks import AppliedNetworks, broken_lora
+from inference.networks import AppliedNetworks, broken_lora, lora_not_loadable
 from inference.noise import initial_noise, seeded_generator
 from inference.passes.denoise import (
     BlankRows,
@@ -40,6 +40,7 @@ from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob
 from inference.passes.networks import hash_list, short_hashes, vae_params
 from inference.passes.output import base_params, call_steps, rendered
+from inference.passes.txt2img import enlarged_for_hires
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.prompts import ExtraNetwork
 from inference.registry import NO_LONGER_INSTALLED
@@ -216,10 +217,11 @@ def render_flow_group(
             # A stop during the first pass's decode: not the enlarge, encode and a hires step.
             raise_if_cancelled(cancel)
             resolved = tools.registry.resolve_upscaler(hires.upscaler)
-            start = [tools.models.enlarge(image, hires.size, resolved, cancel) for image in images]
-            tracker.later_steps = 0
-            images = call("img2img", hires.size, hires_steps, start, hires.denoising)
-            params = hires.infotext(resolved[0])
+            start = enlarged_for_hires(images, hires.size, resolved, tools, cancel, blank)
+            if start is not None:  # None: every picture blank (each job fails)
+                tracker.later_steps = 0
+                images = call("img2img", hires.size, hires_steps, start, hires.denoising)
+                params = hires.infotext(resolved[0])
     if canvas is not None:
         images = [canvas.composite(image) for image in images]
     if not txt2img:
@@ -318,9 +320,9 @@ def flow_loras(
     pipeline: Any, loras: Sequence[ExtraNetwork], files: dict[str, Path]
 ) -> Iterator[AppliedNetworks]:
     """The LoRAs of one pipeline call, loaded as diffusers adapters at their tag weights
-    and unloaded after. One removed since its folder was listed, or whose weights are not
-    finite numbers, is skipped with a warning, as on SD; one that does not fit refuses the
-    call, with nothing of it left loaded."""
+    and unloaded after. One removed since its folder was listed, still being written, or
+    whose weights are not finite numbers, is skipped with a warning, as on SD; one that does
+    not fit refuses the call, with nothing of it left loaded."""
     adapters: list[str] = []
     weights: list[float] = []
     skipped: dict[str, str] = {}
@@ -328,12 +330,12 @@ def flow_loras(
         for index, network in enumerate(loras):
             adapter = f"easel_lora_{index}"
             path = files[network.name]
+            if (why := lora_not_loadable(network.name, path)) is not None:
+                skipped[network.name] = why
+                continue
             try:
-                # Checked first: diffusers takes a path that is not a file for a Hub repository.
-                if not path.is_file():
-                    raise FileNotFoundError(path)
                 pipeline.load_lora_weights(str(path), adapter_name=adapter)
-            except FileNotFoundError:
+            except FileNotFoundError:  # removed since
                 skipped[network.name] = (
                     f"LoRA {network.name!r} skipped: it is {NO_LONGER_INSTALLED}"
                 )

@@ -4,12 +4,11 @@ expanded (wildcards) and checked, and the LoRAs and embeddings it asks for."""
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from inference.conditioning import DEFAULT_CLIP_SKIP
-from inference.limits import MAX_CLIP_SKIP, MAX_SEED
+from inference.limits import MAX_CLIP_SKIP
 from inference.networks import merged_loras
 from inference.prompts import (
     ExtraNetwork,
@@ -21,6 +20,7 @@ from inference.prompts import (
     picture_seeds,
 )
 from inference.prompts.chaos import MAX_CHAOS, chaos_prompt
+from inference.prompts.flags import random_seed
 from inference.samplers import calls_per_step
 from inference.types import (
     ALLOWED_EMBEDDINGS_OPTION,
@@ -32,27 +32,22 @@ from inference.types import (
 
 
 def resolve_seed(seed: int | None) -> int:
-    return secrets.randbelow(MAX_SEED + 1) if seed is None or seed == -1 else seed
+    return random_seed() if seed is None or seed == -1 else seed
 
 
 @dataclass(frozen=True)
 class OwnRequest:
     """What a picture's text says of its own request that the pipeline call it renders in
     does not share (``RenderRequest.pipeline_key`` leaves it out): a batch's call runs as its
-    first request. ``seed``/``variation_seed``: those its request's pictures count from,
-    resolved, for the web UI's seed + i (``web_ui_seed``); None: no batch to count from."""
+    first request."""
 
-    seed: int | None = None
-    variation_seed: int | None = None
     chaos: int | None = None
     relax: bool = False
 
     @classmethod
-    def of(
-        cls, request: RenderRequest, seed: int | None = None, variation_seed: int | None = None
-    ) -> OwnRequest:
+    def of(cls, request: RenderRequest) -> OwnRequest:
         options = request.options
-        return cls(seed, variation_seed, options.get("chaos"), bool(options.get("relax")))
+        return cls(options.get("chaos"), bool(options.get("relax")))
 
 
 @dataclass(frozen=True)
@@ -216,7 +211,7 @@ def image_jobs(
     )
     # Planned as the engine's pass over the request's steps plans it: the plan is its.
     sampler_calls = calls_per_step(request.sampler, request.schedule_type)
-    own_request = OwnRequest.of(request, seed, variation_seed)
+    own_request = OwnRequest.of(request)
     jobs = []
     for index in range(request.count):
         image_seed, image_variation_seed = picture_seeds(

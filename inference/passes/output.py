@@ -22,7 +22,6 @@ from inference.model_cache import LoadedModel
 from inference.passes.denoise import fast_preset_for
 from inference.passes.jobs import ImageJob, clip_skip_of, pad_conds
 from inference.progress import StepTracker
-from inference.prompts.flags import web_ui_seed
 from inference.types import RenderedImage, RenderRequest
 
 # SDXL's text encoders always give their penultimate layer (``PromptEncoder``).
@@ -44,17 +43,12 @@ def base_params(
         "Steps": request.steps,
         **web_ui_sampler_fields(request.sampler, request.schedule_type),
         "CFG scale": float(request.cfg_scale),
-        # The web UI's seed + i, which goes on past 2**32 - 1 where Easel's wraps to 0.
-        "Seed": web_ui_seed(own.seed, job.seed),
+        "Seed": job.seed,
         "Size": f"{size[0]}x{size[1]}",
         "Model hash": model.short_hash,
         "Model": model.entry.name,
         "Quantization": model.quantization,
-        "Variation seed": (
-            web_ui_seed(own.variation_seed, job.variation_seed)
-            if varied and job.variation_seed is not None
-            else None
-        ),
+        "Variation seed": job.variation_seed if varied else None,
         "Variation seed strength": job.variation_strength if varied else None,
         "Clip skip": clip_skip if clip_skip != DEFAULT_CLIP_SKIP else None,
         "Pad conds": True if pad_conds(request) else None,

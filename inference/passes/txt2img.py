@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -20,7 +21,7 @@ from inference.passes.denoise import (
     scheduler_for,
     task_arguments,
 )
-from inference.passes.faces import finish_faces
+from inference.passes.faces import each_picture, finish_faces
 from inference.passes.img2img import RenderInputs, input_infotext
 from inference.passes.jobs import ImageJob, PromptTimeline
 from inference.passes.networks import JobNetworks
@@ -29,6 +30,9 @@ from inference.passes.refine import refining_for
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
 from inference.types import ProgressCallback, RenderedImage, RenderInputError, RenderRequest
 from inference.upscale import LATENT_UPSCALERS, HiresOptions
+
+# What a row set aside before the hires pass starts from (never delivered).
+SET_ASIDE_GREY = (128, 128, 128)
 
 
 def render_group(
@@ -95,40 +99,41 @@ def render_group(
     if hires is not None and not (blank is not None and blank.all_of(len(jobs))):
         # A stop during the first pass's decode: not the enlarge, encode and a hires step.
         raise_if_cancelled(cancel)
-        start: list[Image.Image] | torch.Tensor
+        start: list[Image.Image] | torch.Tensor | None
         if latent is not None:
             scale = model.pipeline.vae_scale_factor
             start, upscaler = resized_latents(first_pass, hires.size, scale, latent), latent
         else:
             resolved = tools.registry.resolve_upscaler(hires.upscaler)
-            start = [tools.models.enlarge(image, hires.size, resolved, cancel) for image in images]
+            start = enlarged_for_hires(images, hires.size, resolved, tools, cancel, blank)
             upscaler = resolved[0]
-        hires_task = pipeline_task("img2img", model.inpainting_unet)
-        tracker.later_steps = 0
-        # As the web UI's: exactly the hires steps, at the end of a longer schedule.
-        sampler = scheduler_for(request, model)
-        schedule = Img2ImgSteps.hires(hires_steps, hires.denoising, longest_schedule(sampler))
-        arguments = task_arguments(
-            hires_task, hires.size, hires.denoising, start, None, len(jobs)
-        ).running(schedule)
-        images = tools.denoise(
-            model,
-            hires_task,
-            request,
-            jobs,
-            hires.size,
-            schedule.schedule,
-            arguments,
-            tracker,
-            networks,
-            controls=controls,
-            image_prompt=image_prompt,
-            scheduler=sampler,
-            # The web UI's: the prompt's edits go on from the first pass's steps.
-            timeline=PromptTimeline(hires_steps, first_pass_steps=request.steps),
-            blank=blank,
-        )
-        params = hires.infotext(upscaler)
+        if start is not None:  # None: the upscaler blanked every picture left
+            hires_task = pipeline_task("img2img", model.inpainting_unet)
+            tracker.later_steps = 0
+            # As the web UI's: exactly the hires steps, at the end of a longer schedule.
+            sampler = scheduler_for(request, model)
+            schedule = Img2ImgSteps.hires(hires_steps, hires.denoising, longest_schedule(sampler))
+            arguments = task_arguments(
+                hires_task, hires.size, hires.denoising, start, None, len(jobs)
+            ).running(schedule)
+            images = tools.denoise(
+                model,
+                hires_task,
+                request,
+                jobs,
+                hires.size,
+                schedule.schedule,
+                arguments,
+                tracker,
+                networks,
+                controls=controls,
+                image_prompt=image_prompt,
+                scheduler=sampler,
+                # The web UI's: the prompt's edits go on from the first pass's steps.
+                timeline=PromptTimeline(hires_steps, first_pass_steps=request.steps),
+                blank=blank,
+            )
+            params = hires.infotext(upscaler)
     if inputs.canvas is not None:
         images = [inputs.canvas.composite(image) for image in images]
     if request.mode != "txt2img":
@@ -154,6 +159,32 @@ def render_group(
         for job, image in zip(warned, images, strict=True)
     ]
     return call_steps(made, tracker)
+
+
+def enlarged_for_hires(
+    images: list[Image.Image],
+    size: tuple[int, int],
+    upscaler: tuple[str, Path | None],
+    tools: PassTools,
+    cancel: threading.Event | None,
+    blank: BlankRows | None,
+) -> list[Image.Image] | None:
+    """Each of ``images`` enlarged to the hires pass's ``size`` by ``upscaler`` (as
+    ``resolve_upscaler`` gives it). A model upscaler's blank output for one of them sets
+    that row aside in ``blank``, as the faces pass does (its job fails alone, its partners'
+    go on; None: it fails the render); a row set aside is a grey stand-in of that size, never
+    delivered, for the hires call's rows are one call. None when every row is set aside:
+    no hires pass then, on stand-ins alone."""
+    enlarged = each_picture(
+        images, lambda _, image: tools.models.enlarge(image, size, upscaler, cancel), blank
+    )
+    if blank is not None and blank.all_of(len(images)):
+        return None
+    set_aside = set() if blank is None else blank.rows
+    return [
+        Image.new("RGB", size, SET_ASIDE_GREY) if row in set_aside else image
+        for row, image in enumerate(enlarged)
+    ]
 
 
 def resized_latents(

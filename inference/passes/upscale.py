@@ -15,6 +15,7 @@ from inference.family_rules import CREATIVE_UPSCALE
 from inference.images import load_input_image
 from inference.img2img_steps import Img2ImgSteps
 from inference.infotext import without_easel_keys
+from inference.limits import written_seed
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import Denoiser, PassTools, pipeline_task, task_arguments
 from inference.passes.jobs import ImageJob, OwnRequest, planned_draws, resolve_seed
@@ -22,7 +23,6 @@ from inference.passes.networks import JobNetworks, job_networks
 from inference.passes.output import base_params, call_steps, rendered
 from inference.passes.picture_prompts import picture_infotext, rendered_prompts
 from inference.progress import StepTracker, previewer_for, raise_if_cancelled
-from inference.prompts.flags import seed_read_back
 from inference.tiles import TileBlender
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from inference.upscale import UpscaleOptions, creative_tiles
@@ -62,14 +62,8 @@ def upscale(
     }
     if options.mode == "fast":
         raise_if_cancelled(cancel)
-        original_seed = params.get("Seed")
-        # A wrapped batch picture's text says 4294967296; the stored seed must be one the
-        # buttons can render (0), while ``carried`` keeps the written number in the text.
-        seed = (
-            seed_read_back(original_seed)
-            if isinstance(original_seed, int)
-            else resolve_seed(request.seed)
-        )
+        written = written_seed(params.get("Seed"))
+        seed = resolve_seed(request.seed) if written is None else written
         job = ImageJob(prompt, negative, seed, None, 0.0, own_request=OwnRequest.of(request))
         # Less the picture's own warnings and version: this render's are written. Its text's
         # Size (and hires fields) are the picture's before any fast upscale: the factor counts

@@ -1,7 +1,7 @@
 """Midjourney-style flags typed at the end of a prompt: ``a castle --ar 16:9 --seed 5``.
 
 Known flags: ``--ar W:H`` (each side 1..21; ``--aspect`` is the same), ``--seed N``
-(0..2**32-1, or -1 for random), ``--no a, b`` (appended to the negative prompt with ", "),
+(0..2**63-1, or -1 for random), ``--no a, b`` (appended to the negative prompt with ", "),
 ``--steps N`` (1..150), ``--cfg X`` (0..30), ``--sampler NAME`` (one word or "quoted"),
 ``--model NAME``, ``--count N`` (1..4) and ``--fast`` (no value: fast mode, never
 Midjourney's queue class). Midjourney's ``--chaos N`` (0..100), ``--tile``, ``--repeat N``
@@ -29,15 +29,15 @@ from dataclasses import dataclass
 from inference.limits import (
     CFG_ACCEPTS,
     COUNT_ACCEPTS,
-    GIVEN_SEED_ACCEPTS,
     MAX_CFG,
     MAX_COUNT,
-    MAX_GIVEN_SEED,
     MAX_SEED,
     MAX_STEPS,
     MIN_CFG,
     MIN_COUNT,
     MIN_STEPS,
+    RANDOM_SEEDS,
+    SEED_ACCEPTS,
     STEPS_ACCEPTS,
     seed_refusal,
 )
@@ -46,41 +46,27 @@ from inference.quoting import cut, echoed
 
 
 def picture_seed(seed: int, index: int) -> int:
-    """Picture ``index`` of a batch from ``seed``: ``seed + index``, wrapped past ``MAX_SEED``
-    to 0 as ``--repeat`` does, so every picture's seed is one a member can type again. The
-    web UI goes on past it, but its CPU noise reads a seed's low 32 bits: the same noise.
-    The infotext writes the web UI's (``web_ui_seed``)."""
+    """Picture ``index`` of a batch from ``seed``: ``seed + index``, as the web UI counts
+    (4294967295 then 4294967296), wrapped past ``MAX_SEED`` to 0 as ``--repeat`` does, so
+    every picture's seed is one a member can give again."""
     return (seed + index) % (MAX_SEED + 1)
 
 
-def web_ui_seed(batch_seed: int | None, seed: int) -> int:
-    """The seed the web UI writes for the picture Easel renders at ``seed`` (its
-    ``picture_seed``) in a batch from ``batch_seed`` (None: no batch seed): where Easel
-    wrapped past ``MAX_SEED`` to 0, the web UI's seed + i goes on (4294967296, not 0). Both
-    give the same noise, and ``seed_read_back`` reads it back as Easel's."""
-    wrapped = batch_seed is not None and 0 <= seed < batch_seed
-    return seed + MAX_SEED + 1 if wrapped else seed
-
-
-def seed_read_back(seed: int) -> int:
-    """A seed a member gives (typed, or a picture's text), as Easel renders it: one past
-    ``MAX_SEED`` (the web UI's seed + i past it, up to the ``MAX_GIVEN_SEED`` torch's
-    generator takes) as its low 32 bits, which are all the CPU noise reads: the seed Easel
-    renders that picture with. Any other seed is returned as it is, for the request checks
-    to take or refuse."""
-    return seed % (MAX_SEED + 1) if MAX_SEED < seed <= MAX_GIVEN_SEED else seed
+def random_seed() -> int:
+    """A fresh seed for -1 or none given: below ``RANDOM_SEEDS`` (2**32), as the web UI draws
+    its own, so it stays short enough to type back."""
+    return secrets.randbelow(RANDOM_SEEDS)
 
 
 def given_seed(seed: int | None, name: str = "seed") -> int | str:
-    """The seed ``seed`` a member gives (``name`` in its refusal) as Easel renders it: -1 or
-    nothing a fresh random one; one past 32 bits (the web UI's, up to ``MAX_GIVEN_SEED``) the
-    one giving its noise (``seed_read_back``), as a picture's text's is; any other's refusal,
-    for each layer to raise as its own error."""
+    """The seed ``seed`` a member gives (``name`` in its refusal), rendered and recorded as
+    given: -1 or nothing a fresh random one; one past ``MAX_SEED`` its refusal, for each
+    layer to raise as its own error."""
     if seed is None or seed == -1:
-        return secrets.randbelow(MAX_SEED + 1)
-    if (refusal := seed_refusal(name, seed, given=True)) is not None:
+        return random_seed()
+    if (refusal := seed_refusal(name, seed)) is not None:
         return refusal
-    return seed_read_back(seed)
+    return seed
 
 
 def picture_seeds(
@@ -104,7 +90,7 @@ _FLAGS_START = re.compile(r"(?:^|\s)--[A-Za-z]")
 _ALIASES = {"aspect": "ar"}
 _USAGE = {
     "ar": "--ar W:H with whole numbers between 1 and 21 on each side, e.g. --ar 16:9",
-    "seed": f"--seed N with N {GIVEN_SEED_ACCEPTS}",
+    "seed": f"--seed N with N {SEED_ACCEPTS}",
     "no": "--no followed by what to avoid, e.g. --no cars, people",
     "steps": f"--steps N with N {STEPS_ACCEPTS}",
     "cfg": f"--cfg X with X {CFG_ACCEPTS}",
@@ -209,7 +195,7 @@ def _convert(flag: str, words: list[str]) -> object:
     if flag == "ar":
         return parse_aspect_ratio(value)
     if flag == "seed":
-        return -1 if value == "-1" else _integer(flag, value, 0, MAX_GIVEN_SEED)
+        return -1 if value == "-1" else _integer(flag, value, 0, MAX_SEED)
     if flag == "steps":
         return _integer(flag, value, MIN_STEPS, MAX_STEPS)
     if flag == "count":

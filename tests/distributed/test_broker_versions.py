@@ -46,18 +46,22 @@ def _sent_as(change: str, message: JobMessage) -> bytes:
         request["options"]["guidance_rescale"] = 0.7
         body["request"] = json.dumps(request)
     elif change == "no version":  # a bot from before versions
-        del body["wire"]
+        del body["wire"], body["written"]
     return json.dumps(body).encode()
 
 
 async def _one_job(
-    conn: aiosqlite.Connection, tmp_path: Path, nats: NatsTransport, engine: InstantEngine
+    conn: aiosqlite.Connection,
+    tmp_path: Path,
+    nats: NatsTransport,
+    engine: InstantEngine,
+    seed: int = 1,
 ) -> tuple[str, RecordingSink]:
     """One job through the queue to a worker, until its end is delivered."""
     client = await nats.client()
     nats.start_worker(engine)
     queue, sink = await started_queue(conn, client.slots(), tmp_path / "images")
-    request = RenderRequest("a cat", seed=1, schedule_type="Karras")
+    request = RenderRequest("a cat", seed=seed, schedule_type="Karras")
     job_id = await queue.submit(Submission("imagine", request, user_id=MEMBER, guild_id=SERVER))
     async with asyncio.timeout(20):
         await sink.wait_for(1)
@@ -75,15 +79,16 @@ async def test_a_worker_older_than_the_bot_refuses_the_job_and_the_member_is_ref
     newer: str,
 ) -> None:
     if newer == "version":
-        # The worker of a version before the bot's: the bot's messages keep the version they
-        # were written with (a default bound when JobMessage was made).
-        monkeypatch.setattr(wire, "WIRE_VERSION", wire.WIRE_VERSION - 1)
+        # A worker of version 1, and a job only version 2 renders as asked: a seed past 32 bits.
+        monkeypatch.setattr(wire, "WIRE_VERSION", wire.WIDE_SEEDS_VERSION - 1)
     else:
         monkeypatch.setattr(JobMessage, "encode", lambda message: _sent_as(newer, message))
     error_logs.expect(r"refused: .*this worker is older than the bot: upgrade workers with")
     error_logs.expect(r"worker \S+ is older than the bot and refused it .*upgrade workers")
     engine = InstantEngine()
-    job_id, sink = await _one_job(conn, tmp_path, nats, engine)
+    # The others' job needs nothing of version 2: the bot's own version ("written") refuses.
+    seed = 2**32 if newer == "version" else 1
+    job_id, sink = await _one_job(conn, tmp_path, nats, engine, seed)
     assert engine.rendered == []  # nothing rendered without what the bot asked for
     (ended,) = sink.delivered
     assert not ended.succeeded
@@ -94,14 +99,14 @@ async def test_a_worker_older_than_the_bot_refuses_the_job_and_the_member_is_ref
     assert usage.images == 0
     told = [record.getMessage() for record in error_logs.records]
     expected = {
-        "version": "version",
+        "version": "its messages are version 2, this worker's 1",
         "unknown field": "fields this worker does not know (guidance_rescale)",
         "unknown option": "fields this worker does not know (options.guidance_rescale)",
     }[newer]
     assert any(expected in line and "upgrade workers with the bot" in line for line in told)
 
 
-@pytest.mark.parametrize("sent", ["this version", "no version"])
+@pytest.mark.parametrize("sent", ["this version", "no version", "to a version 1 worker"])
 async def test_a_job_of_this_version_or_an_older_bots_renders(
     conn: aiosqlite.Connection,
     tmp_path: Path,
@@ -109,6 +114,10 @@ async def test_a_job_of_this_version_or_an_older_bots_renders(
     monkeypatch: pytest.MonkeyPatch,
     sent: str,
 ) -> None:
+    """And in a rolling upgrade, a worker of version 1 renders this bot's jobs that need
+    nothing of version 2 (``job_wire_version``: seeds within 32 bits)."""
+    if sent == "to a version 1 worker":
+        monkeypatch.setattr(wire, "WIRE_VERSION", wire.WIDE_SEEDS_VERSION - 1)
     monkeypatch.setattr(JobMessage, "encode", lambda message: _sent_as(sent, message))
     engine = InstantEngine()
     _, sink = await _one_job(conn, tmp_path, nats, engine)

@@ -208,12 +208,25 @@ async def test_a_job_needing_an_add_on_one_worker_lacks_goes_back_alone_for_the_
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The job names a VAE the first worker lacks: it goes back to the broker (said once in
-    the log), not refused there, for ``LACKING_ADDON_DELAY_S``; that job alone: the worker
-    takes the model's next job at once. The worker started later, which has it, renders it."""
+    """The job names a VAE the first worker lacks: it goes back to the broker once, not
+    refused there, for ``LACKING_ADDON_DELAY_S``; that job alone: the worker takes the
+    model's next job while it is handed back. The worker started later, which has it,
+    renders it."""
     from inference.engine import Engine
 
-    monkeypatch.setattr(worker_module, "LACKING_ADDON_DELAY_S", 2.0)
+    nak = worker_module._nak
+    delays: list[float | None] = []
+
+    async def once_the_plain_job_is_taken(msg: Msg, delay_s: float | None = None) -> None:
+        """The hand-back's delay, ended once the lacking worker renders the plain job: that
+        one is taken with the first still handed back (else this waits for ever)."""
+        if delay_s == worker_module.LACKING_ADDON_DELAY_S:
+            delays.append(delay_s)
+            await until(entered.is_set)
+            delay_s = None
+        await nak(msg, delay_s)
+
+    monkeypatch.setattr(worker_module, "_nak", once_the_plain_job_is_taken)
     lacking, having = folders(tmp_path, tiny_models_dir)
     write_tiny_vae(having / "vae" / "blue.safetensors")
     caplog.set_level(logging.INFO, logger=LACKING)
@@ -234,13 +247,12 @@ async def test_a_job_needing_an_add_on_one_worker_lacks_goes_back_alone_for_the_
     plain = asyncio.ensure_future(client.render("job-plain", request_for("tiny", 2), None, None))
     try:
         await until(entered.is_set)
-        started = [r for r in caplog.records if "job-blue: started" in r.getMessage()]
-        assert len(started) == 1  # taken before the first job came again: not held behind it
         await rendered_once_handed_back(nats, rendering, caplog, "needs an add-on", having)
     finally:
         released.set()
     [image] = await asyncio.wait_for(plain, POLLED_WAIT_S)
     assert image.png
+    assert delays == [worker_module.LACKING_ADDON_DELAY_S]  # handed back once, delayed
 
 
 async def test_a_job_needing_an_add_on_no_worker_has_is_refused_at_its_last_attempt(

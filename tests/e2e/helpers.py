@@ -203,6 +203,19 @@ def calls_held(owner: object, method: str, monkeypatch: pytest.MonkeyPatch) -> a
     return released
 
 
+def past_the_tokens(fake: FakeDiscord, bot: EaselBot, seconds: float) -> None:
+    """``seconds`` pass for Discord, whose tokens expire, and for the bot alike."""
+    fake.advance_time(seconds)
+    bot_clocks_on(bot, seconds)
+
+
+def bot_clocks_on(bot: EaselBot, seconds: float) -> None:
+    """The bot's clocks that judge its tokens ``seconds`` on: its wall clock (a restored
+    job's), and the monotonic one (this run's, from their receipt)."""
+    bot.results.wall_clock = lambda: time.time() + seconds
+    bot.results.monotonic = lambda: time.monotonic() + seconds
+
+
 async def deliver_after_token_expiry(
     fake: FakeDiscord,
     bot: EaselBot,
@@ -228,9 +241,7 @@ async def deliver_after_token_expiry(
     bot.queue.set_sink(type("Late", (), {"deliver": staticmethod(late_deliver)})())
     handle = await fake.invoke_command("imagine", {"prompt": prompt, **QUICK}, channel=channel)
     await handle.wait_for_ack()
-    # Sixteen minutes pass, for Discord and for the bot alike.
-    fake.advance_time(16 * 60)
-    bot.results.wall_clock = lambda: time.time() + 16 * 60
+    past_the_tokens(fake, bot, 16 * 60)
     if meanwhile is not None:
         await meanwhile()
     gate.set()

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot import app, engines
-from bot.cli.main import main
+from bot.cli.entry import main
 from bot.engines import engine_factory_for
 from bot.jobs.broker import worker
 from bot.settings import Settings

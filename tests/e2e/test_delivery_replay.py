@@ -31,6 +31,7 @@ from tests.e2e.helpers import (
     QUICK,
     RENDER_TIMEOUT_S,
     StartEasel,
+    bot_clocks_on,
     calls_held,
     deliver_after_token_expiry,
     has_picture,
@@ -489,7 +490,7 @@ async def test_a_401_on_a_post_with_a_bot_token_discord_still_takes_holds_no_res
         )
         posted = await asyncio.wait_for(first, RENDER_TIMEOUT_S)
         bot.queue.set_sink(bot.results)  # the late sink's done, and its clock
-        bot.results.wall_clock = time.time
+        bot_clocks_on(bot, 0)
         # A later result, in the interaction's original response (its own token).
         handle = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **QUICK})
         await handle.wait_for_original(has_picture, timeout=RENDER_TIMEOUT_S)

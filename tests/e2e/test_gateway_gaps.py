@@ -8,7 +8,6 @@ Discord."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import cast
 
 import aiohttp
@@ -28,6 +27,7 @@ from tests.e2e.helpers import (
     imagine,
     job_id_of,
     link_of,
+    past_the_tokens,
     reply_to,
     with_web_server,
 )
@@ -352,8 +352,7 @@ async def test_a_result_posted_apart_and_deleted_in_a_gap_is_found_by_show(
             made = await fake.invoke_command("imagine", {"prompt": "rule-breaking art", **QUICK})
             assert await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
             await made.wait_for_original(lambda m: not m.is_loading, timeout=RENDER_TIMEOUT_S)
-            fake.advance_time(16 * 60)
-            bot.results.wall_clock = lambda: time.time() + 16 * 60
+            past_the_tokens(fake, bot, 16 * 60)
             engine.released.set()
             pointer = await made.wait_for_original(
                 lambda m: "its result is posted here" in m.content, timeout=RENDER_TIMEOUT_S

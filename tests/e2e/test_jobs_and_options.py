@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from typing import NoReturn
+from typing import Any, NoReturn
 
+import aiosqlite
 import pytest
 from PIL import Image
 
@@ -15,6 +16,7 @@ from bot.jobs.accounting import Member
 from bot.jobs.queue import CancelOutcome
 from bot.policy.delivery import MODERATOR_STOPPED
 from bot.settings import Settings
+from db import jobs as journal
 from inference.engine import Engine
 from inference.infotext import infotext_from_png, parse_infotext
 from inference.types import RenderFailed
@@ -30,8 +32,19 @@ from tests.fake_discord import FakeDiscord
 
 
 async def test_queue_and_cancel_your_latest_job(
-    fake_discord: FakeDiscord, start_easel: StartEasel
+    fake_discord: FakeDiscord, start_easel: StartEasel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The queued job's cancel is held as its end is written (minutes on a busy database).
+    writing, written = asyncio.Event(), asyncio.Event()
+    mark_failed = journal.mark_failed
+
+    async def held_end(conn: aiosqlite.Connection, job_id: str, *args: Any, **kwargs: Any) -> None:
+        if not written.is_set():
+            writing.set()
+            await written.wait()
+        await mark_failed(conn, job_id, *args, **kwargs)
+
+    monkeypatch.setattr(journal, "mark_failed", held_end)
     async with start_easel() as bot:
         nothing = await reply_to(fake_discord, "cancel")
         assert nothing.is_ephemeral and "no queued or running job" in nothing.content
@@ -47,7 +60,13 @@ async def test_queue_and_cancel_your_latest_job(
         assert "rendering" in listed.content and "position 1" in listed.content
         assert "a long cat" in listed.content and "a next cat" in listed.content
 
-        latest = await reply_to(fake_discord, "cancel")  # the newest: the queued one
+        cancel = await fake_discord.invoke_command("cancel", {})  # the newest: the queued one
+        await asyncio.wait_for(writing.wait(), RENDER_TIMEOUT_S)
+        listed = await reply_to(fake_discord, "queue")
+        [_rendering, stopping] = listed.content.splitlines()[1:]
+        assert "stopping… (your cancel) — a next cat" in stopping
+        written.set()
+        latest = await cancel.wait_for_answer()
         assert "Cancelled job" in latest.content
         await waiting.wait_for_original(lambda m: "Cancelled (job" in m.content)
         fake_discord.add_member(4242, "stranger", roles=(fake_discord.member_role_id,))

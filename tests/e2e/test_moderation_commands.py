@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +36,7 @@ from tests.e2e.helpers import (
     images_today,
     imagine,
     job_id_of,
+    past_the_tokens,
     reply_to,
 )
 from tests.fake_discord import FakeDiscord, StoredMessage
@@ -522,8 +522,7 @@ async def test_a_member_deleting_their_own_progress_message_is_not_told_a_modera
         gate = calls_held(bot.results, "why_not_started", monkeypatch)
         delivered = deliveries_recorded(bot, monkeypatch)
         queued, _, job = await queued_with_cancel(fake)
-        fake.advance_time(16 * 60)  # the interaction's token expired: a new post in its place
-        monkeypatch.setattr(bot.results, "wall_clock", lambda: time.time() + 16 * 60)
+        past_the_tokens(fake, bot, 16 * 60)  # the token expired: a new post in its place
         await fake.delete_messages(queued)  # its maker's own deletion, as far as Easel knows
         assert await until(lambda: withdrawn(bot, job))
         gate.set()

@@ -4,7 +4,6 @@ results belong to the server they were made in — through the fake Discord."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from tests.e2e.helpers import (
     has_picture,
     imagine,
     job_id_of,
+    past_the_tokens,
     reply_to,
 )
 from tests.fake_discord import FakeDiscord, StoredMessage
@@ -263,8 +263,7 @@ async def test_a_job_made_private_since_says_where_it_is_when_direct_messages_ar
         await asyncio.to_thread(engine.started.wait, RENDER_TIMEOUT_S)
         await handle.wait_for_original(lambda m: "Rendering" in m.content)  # its progress
         await keep_private(fake)
-        fake.advance_time(16 * 60)  # for Discord and for the bot alike
-        bot.results.wall_clock = lambda: time.time() + 16 * 60
+        past_the_tokens(fake, bot, 16 * 60)
         engine.released.set()
         original = await handle.wait_for_original(lambda m: "ended" in m.content)
         [line] = (await bot.services.history.page(fake.user_id, 0, guild_id=fake.guild_id)).lines

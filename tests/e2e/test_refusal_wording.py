@@ -20,7 +20,7 @@ async def test_flag_and_option_refusals_are_sentences_naming_the_range(
         assert bot.queue.queued_count() == 0
     assert flag.is_ephemeral and flag.content == (
         "Bad value 'x' for --seed: expected --seed N with N a whole number between 0 and "
-        "18446744073709551615, or -1 for a random seed."
+        "9223372036854775807, or -1 for a random seed."
     ), flag.content
     assert twice.content == "--ar is given twice; keep one.", twice.content
     assert steps.content == (

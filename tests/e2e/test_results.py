@@ -7,15 +7,16 @@ import asyncio
 import io
 import itertools
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
+from discord.utils import snowflake_time
 from PIL import Image
 
 from bot.app import EaselBot
 from bot.jobs.queue import job_queue
+from cogs.results.progress import INTERACTION_TOKEN_LIFETIME_S
 from inference.infotext import infotext_from_png, parse_infotext
 from inference.types import ProgressCallback, RenderedImage, RenderRequest
 from tests.e2e.helpers import (
@@ -26,6 +27,7 @@ from tests.e2e.helpers import (
     has_picture,
     imagine,
     job_id_of,
+    past_the_tokens,
     reply_to,
     size_of,
 )
@@ -255,12 +257,6 @@ async def shown_second_once_the_first_ends(
     assert [cancel.startswith("easel:cancel:") for cancel in moved.custom_ids] == [True]
 
 
-def past_the_tokens(fake: FakeDiscord, bot: EaselBot, seconds: float) -> None:
-    """Both clocks ``seconds`` on: Discord's, whose tokens expire, and the bot's wall clock."""
-    fake.advance_time(seconds)
-    bot.results.wall_clock = lambda: time.time() + seconds
-
-
 async def test_a_queued_jobs_place_is_shown_again_as_the_jobs_ahead_start(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:
@@ -326,10 +322,12 @@ async def test_a_private_place_says_before_its_token_ends_that_it_is_shown_no_mo
             said = await last.wait_for_original(
                 lambda m: "shown here no more" in m.content, timeout=10.0
             )
+            # The token's end, by Discord's clock: the time the interaction was made, on.
+            ends = int(snowflake_time(last.id).timestamp() + INTERACTION_TOKEN_LIFETIME_S)
             assert said.content == (
                 f"{said.content.splitlines()[0]}\nIts place is shown here no more. Its result "
-                "comes here if it ends within the minute, else to your direct messages if they "
-                "are open (a notice alone where the server keeps its pictures); "
+                f"comes here if it is posted before <t:{ends}:T>, else to your direct messages "
+                "if they are open (a notice alone where the server keeps its pictures); "
                 f"`/show {job_id}` brings it back."
             )
             assert said.content.startswith("⏳ Queued — position 3,")

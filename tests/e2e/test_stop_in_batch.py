@@ -72,4 +72,7 @@ async def test_a_picture_stopped_beside_anothers_ends_at_once_and_shows_no_more(
         if any(said in call.json["content"] for said in ("⏹️ Stopped", "Cancelled (job"))
     )
     assert any(("preview.jpg", len(b"\xff\xd8 a preview")) in call.files for call in edits[:told])
+    # Said before its end is written (a ban meanwhile would make it free): no charge promised.
+    stopped = [call.json["content"] for call in edits if "⏹️ Stopped" in call.json["content"]]
+    assert stopped and all("you pay at most for the GPU time" in said for said in stopped)
     assert not any(call.files for call in edits[told:])  # no preview of it from then on

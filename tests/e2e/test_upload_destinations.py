@@ -9,8 +9,6 @@ edits there) is posted in the thread, which unarchives it."""
 
 from __future__ import annotations
 
-import time
-
 import discord
 import pytest
 
@@ -26,6 +24,7 @@ from tests.e2e.helpers import (
     deliver_after_token_expiry,
     imagine,
     job_id_of,
+    past_the_tokens,
 )
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.fake_discord.rest import RESPONSE_DEFERRED_MESSAGE
@@ -126,9 +125,7 @@ async def test_the_progress_message_of_a_result_posted_after_expiry_points_to_it
         handle = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **QUICK})
         progress = await handle.wait_for_original(lambda message: not message.is_loading)
         assert progress.custom_ids and not progress.is_ephemeral  # Cancel
-        # Sixteen minutes pass, for Discord and for the bot alike.
-        fake_discord.advance_time(16 * 60)
-        monkeypatch.setattr(bot.results, "wall_clock", lambda: time.time() + 16 * 60)
+        past_the_tokens(fake_discord, bot, 16 * 60)
         fake_discord.fail("POST", "/channels/{channel}/messages", status=503)  # tried again
         expired.set()
         result = await fake_discord.wait_for_channel_message(
@@ -148,8 +145,7 @@ async def test_the_progress_message_of_a_result_its_channel_refused_points_to_th
         handle = await fake_discord.invoke_command("imagine", {"prompt": "a cat", **QUICK})
         progress = await handle.wait_for_original(lambda message: not message.is_loading)
         assert progress.custom_ids and not progress.is_ephemeral  # Cancel
-        fake_discord.advance_time(16 * 60)
-        monkeypatch.setattr(bot.results, "wall_clock", lambda: time.time() + 16 * 60)
+        past_the_tokens(fake_discord, bot, 16 * 60)
         expired.set()
         dm_channel = fake_discord.dm_channel_of(fake_discord.user_id)
         direct = await fake_discord.wait_for_channel_message(

@@ -103,6 +103,32 @@ async def test_easel_s_own_settings_give_the_same_picture_again(
         assert "not honoured" not in pasted.content
 
 
+async def test_a_seed_past_32_bits_is_the_seed_every_record_names_and_renders_again(
+    fake_discord: FakeDiscord, start_easel: StartEasel
+) -> None:
+    """``--seed 4294967296`` for two pictures renders at 4294967296 and 4294967297, as the web
+    UI takes them (it was read as seed 0 and said 0); the caption, the PNG, the U post (the
+    journal's seed) and Use settings all say so, and Use settings and the pasted text give
+    the same grid back."""
+    fake = fake_discord
+    async with start_easel():
+        grid = await imagine(fake, "a fox --seed 4294967296", count=2)
+        assert "(seed 4294967296, 4294967297, job" in grid.content, grid.content
+        text = infotext_from_png(grid.attachments[0].data) or ""
+        assert parse_infotext(text)[2]["Grid seeds"] == "4294967296 4294967297"
+        picked = await rendered(await fake.click(grid, label="U2"))
+        assert "(seed 4294967297)" in picked.content, picked.content
+        seed = parse_infotext(infotext_from_png(picked.attachments[0].data) or "")[2]["Seed"]
+        assert seed == 4294967297
+        again = await rendered(await fake.invoke_message_command("Use settings", grid))
+        pasted = await rendered(
+            await fake.invoke_command("use-settings", {"infotext": text.replace("\n", " ")})
+        )
+        for made in (again, pasted):
+            assert "(seed 4294967296, 4294967297, job" in made.content, made.content
+            assert made.attachments[0].data == grid.attachments[0].data
+
+
 async def test_use_settings_on_easel_s_grid_makes_its_batch_again(
     fake_discord: FakeDiscord, start_easel: StartEasel
 ) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ from tests.e2e.helpers import (
     calls_held,
     deliver_after_token_expiry,
     images_today,
+    past_the_tokens,
     reply_to,
 )
 from tests.e2e.test_servers_sharing_easel import (
@@ -171,8 +171,7 @@ async def test_queued_jobs_cancelled_by_easels_removal_say_why(
         with engine:
             blocker = await queued_behind_a_render(fake, engine, other, [("b job", B_MEMBER)])
             if not token_alive:
-                fake.advance_time(16 * 60)
-                bot.results.wall_clock = lambda: time.time() + 16 * 60
+                past_the_tokens(fake, bot, 16 * 60)
             await fake.remove_bot(guild=other.guild_id)
             await until(lambda: no_unfinished_jobs(bot._db, other.guild_id))
         told = await _direct_message(fake, B_MEMBER)
@@ -196,8 +195,7 @@ async def test_no_send_messages_and_closed_dms_point_to_show_here(
         expired = calls_held(bot.results, "deliver", monkeypatch)
         handle = await fake.invoke_command("imagine", {"prompt": "a cat", **QUICK})
         await handle.wait_for_original(lambda m: not m.is_loading)
-        fake.advance_time(16 * 60)
-        monkeypatch.setattr(bot.results, "wall_clock", lambda: time.time() + 16 * 60)
+        past_the_tokens(fake, bot, 16 * 60)
         fake.fail("POST", "/users/@me/channels", status=403, times=10)
         expired.set()
         final = await handle.wait_for_original(

@@ -19,8 +19,7 @@ BASE = RenderRequest("a cat", width=64, height=64, steps=3)
 
 def test_batch_matches_solo_renders(engine: Engine, pixels: PixelReader) -> None:
     """Each picture's text is its solo render's: its own seeds, chaos and relax, though the
-    call runs as the first request (seeds in descending order: a partner's below the first's
-    read as no wrap past 2**32)."""
+    call runs as the first request."""
     requests = [
         dataclasses.replace(
             BASE,

@@ -6,7 +6,9 @@ not move a directory's mtime."""
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -92,6 +94,45 @@ def test_an_add_on_removed_since_its_folder_was_listed_is_named_not_an_internal_
         load_vae(gone, like=None)
     with pytest.raises(RenderInputError, match=r"^upscaler 'x' \(gone.safetensors\) is no longer"):
         read_spandrel_model(gone, "upscaler 'x'")  # a .pth is refused naming its file already
+
+
+# Headers whose layout safetensors refuses (the data under them: 40 bytes), and what is said.
+MISLAID_TENSORS = {
+    "shape over too few bytes": (
+        {"emb_params": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 40]}},
+        "the shape [3, 4] of F32, which needs more than its 40 bytes of data",
+    ),
+    "odd bytes of F16": (
+        {"emb_params": {"dtype": "F16", "shape": [20], "data_offsets": [0, 39]}},
+        "the shape [20] of F16, which needs more than its 39 bytes of data",
+    ),
+    "overlapping tensors": (
+        {
+            "x": {"dtype": "F32", "shape": [10], "data_offsets": [0, 40]},
+            "emb_params": {"dtype": "F32", "shape": [10], "data_offsets": [0, 40]},
+        },
+        "puts tensor 'emb_params' at byte 0, not at byte 40 (where 'x' ends)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("header", "said"), MISLAID_TENSORS.values(), ids=list(MISLAID_TENSORS))
+def test_an_embedding_whose_layout_safetensors_refuses_is_skipped_naming_it(
+    tmp_path: Path, header: dict[str, Any], said: str
+) -> None:
+    """Read into memory of Easel's own (``owned_weights.read_safetensors``), its layout is
+    checked as safetensors checks it: never torch's bare error failing the call, nor
+    overlapping tensors read as if whole."""
+    raw = json.dumps(header).encode()
+    mislaid = tmp_path / "mislaid.safetensors"
+    mislaid.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(40))
+    files = {"mislaid": mislaid}
+    pipeline = SimpleNamespace(text_encoder=_TextEncoder())
+    with applied_embeddings(pipeline, ["mislaid"], files) as (_, embeddings):
+        assert embeddings.names == ()
+    [why] = embeddings.warnings
+    assert why.startswith("embedding 'mislaid' skipped: mislaid.safetensors's header ")
+    assert said in why
 
 
 def test_a_vae_or_upscaler_removed_since_its_folder_was_listed_is_refused_by_name(

@@ -122,7 +122,7 @@ def test_cancel_before_start(engine: Engine) -> None:
         ({"cfg_scale": 31.0}, "CFG scale must be a number between 0 and 30, got 31"),
         ({"cfg_scale": -1.0}, "CFG scale must be a number between 0 and 30, got -1"),
         ({"count": 5}, "count must be a whole number between 1 and 4, got 5"),
-        ({"seed": -2}, "seed must be a whole number between 0 and 4294967295, or -1 for a rand"),
+        ({"seed": -2}, "seed must be a whole number between 0 and 9223372036854775807, or -1"),
         ({"variation_strength": 1.5}, "variation strength must be between 0 and 1, got 1.5"),
         ({"sampler": "Euler b"}, "unknown sampler 'Euler b'; choose one of: Euler a, Euler,"),
         ({"model": "nope"}, "model 'nope' is not installed on this server: ask an admin"),

@@ -33,9 +33,12 @@ from inference.faces import (
     load_face_restorer,
     restore_faces,
 )
+from inference.flow_families import FLUX_DEV, SD3, FlowFamily
 from inference.infotext import InfotextValue, format_infotext, parse_infotext, png_with_infotext
-from inference.model_cache import LoadedModel
+from inference.model_cache import LoadedModel, VaeOverride
+from inference.passes import faces as faces_pass
 from inference.passes.faces import separate_settings
+from inference.passes.networks import vae_params
 from inference.registry import ModelRegistry
 from inference.tiny import write_tiny_face_restorer, write_tiny_model, write_tiny_upscaler
 from inference.types import RenderFailed, RenderInputError, RenderRequest, StepProgress
@@ -48,7 +51,7 @@ PICTURE_S_WARNING = "admins ask everyone to run /forget-me"
 # ADetailer's keys for a fix pass that used settings of its own (a separate model...).
 SEPARATE_KEYS = [
     f"ADetailer {key}"
-    for what in ("checkpoint", "sampler", "steps", "CFG scale")
+    for what in ("checkpoint", "VAE", "sampler", "steps", "CFG scale", "CLIP skip")
     for key in (f"use separate {what}", what)
 ]
 PHOTO_INFOTEXT = format_infotext(
@@ -213,8 +216,9 @@ def test_a_fix_pass_over_another_model_s_picture_records_what_painted_the_face(
     face_models: Path, photo: Image.Image, tmp_path: Path
 ) -> None:
     """A picture whose model is not installed here (the default stands in, as the Fix faces
-    button does): its text keeps the picture's settings, ADetailer's own keys say the model
-    (name and hash), sampler, steps and CFG the fix pass used instead."""
+    button does, without the picture's clip skip and VAE): its text keeps the picture's
+    settings, ADetailer's own keys say the model (name and hash), VAE, sampler, steps, CFG
+    and clip skip the fix pass used instead, and the seed 🔄 drew for it."""
     text = format_infotext(
         "portrait of an astronaut",
         "",
@@ -226,21 +230,25 @@ def test_a_fix_pass_over_another_model_s_picture_records_what_painted_the_face(
             "Seed": 1234,
             "Model hash": "a074b8864e",
             "Model": "realisticVision_v51",
+            "VAE": "anime.safetensors",
+            "Clip skip": 2,
         },
     )
     path = tmp_path / "elsewhere.png"
     path.write_bytes(png_with_infotext(photo, text))
     engine = Engine(face_models, device="cpu")
     request = RenderRequest(
-        "", mode="faces", init_image=str(path), steps=2, options={FIX_FACES: True}
+        "", mode="faces", init_image=str(path), seed=99, steps=2, options={FIX_FACES: True}
     )
     [result] = engine.render(request)
     params = parse_infotext(result.infotext)[2]
-    assert (params["Model"], params["Sampler"], params["Steps"]) == (
+    assert (params["Model"], params["Sampler"], params["Steps"], params["Seed"]) == (
         "realisticVision_v51",
         "DPM++ 2M",
         4,
+        1234,
     )
+    assert result.seed == params["ADetailer seed"] == 99
     here = engine.registry.short_hash(engine.registry.resolve(None))
     separate = {key: value for key, value in params.items() if key in SEPARATE_KEYS}
     assert separate == {
@@ -252,27 +260,53 @@ def test_a_fix_pass_over_another_model_s_picture_records_what_painted_the_face(
         "ADetailer steps": 2,
         "ADetailer use separate CFG scale": "True",
         "ADetailer CFG scale": 7,
+        "ADetailer use separate VAE": "True",
+        "ADetailer VAE": "None",  # the web UI's word for the model's own
+        "ADetailer use separate CLIP skip": "True",
+        "ADetailer CLIP skip": 1,
     }
     # Said when Automatic too: ADetailer reads none as the picture's schedule (Karras).
     assert params["ADetailer scheduler"] == "Automatic"
 
 
-@pytest.mark.parametrize(("flow", "cfg"), [(None, 7.0), ("flux-dev", 3.5)])
+@pytest.mark.parametrize(("flow", "cfg"), [(None, 7.0), (FLUX_DEV, 3.5), (SD3, 7.0)])
 def test_a_fix_pass_reads_a_picture_s_guidance_as_its_model_takes_it(
-    flow: str | None, cfg: float
+    flow: FlowFamily | None, cfg: float
 ) -> None:
-    """Forge's text with true CFG 7 beside distilled guidance 3.5: an SD model's fix pass at
-    CFG 7, or a Flux one's at 3.5, used what the text says: no ADetailer key of its own."""
+    """Forge's text with true CFG 7 beside distilled guidance 3.5: an SD or SD 3 model's fix
+    pass at CFG 7, or a Flux one's at 3.5, used what the text says: no ADetailer key of its
+    own."""
     params: dict[str, InfotextValue] = {
         "Steps": 2,
         "Sampler": "Euler a",
         "CFG scale": 7,
         "Distilled CFG Scale": 3.5,
+        "Seed": 5,
         "Model": TINY,
     }
     model = SimpleNamespace(entry=SimpleNamespace(name=TINY), short_hash="0123456789", flow=flow)
     request = RenderRequest("", steps=2, cfg_scale=cfg, sampler="Euler a")
-    assert separate_settings(params, cast(LoadedModel, model), request) == {}
+    used = separate_settings(params, cast(LoadedModel, model), request, vae=None, seed=5)
+    assert used == {}
+
+
+def test_a_fix_pass_s_own_vae_is_written_by_its_file_name_as_adetailer_writes_it() -> None:
+    """ADetailer's VAE values are the web UI's VAE file names (``warm.safetensors``), as the
+    fix pass's text has them (``vae_params``, the picture's ``VAE``); a stem would not be
+    found by the web UI's paste."""
+    params: dict[str, InfotextValue] = {"Steps": 2, "Sampler": "Euler a", "Seed": 5}
+    params |= {"CFG scale": 7, "Model": TINY}
+    model = SimpleNamespace(entry=SimpleNamespace(name=TINY), short_hash="0123456789", flow=None)
+    override = SimpleNamespace(path=Path("models/VAE/warm.safetensors"), sha256="0" * 64)
+    vae = vae_params(cast(VaeOverride, override))["VAE"]
+    request = RenderRequest("", steps=2, sampler="Euler a", options={"vae": "warm"})
+    used = separate_settings(params, cast(LoadedModel, model), request, vae=vae, seed=5)
+    assert used == {"ADetailer use separate VAE": True, "ADetailer VAE": "warm.safetensors"}
+    # The picture's own VAE, by its file name too: nothing of its own to write.
+    same = separate_settings(
+        params | {"VAE": "warm.safetensors"}, cast(LoadedModel, model), request, vae=vae, seed=5
+    )
+    assert same == {}
 
 
 def test_a_faces_job_must_ask_for_something_and_find_a_face(
@@ -289,6 +323,23 @@ def test_a_faces_job_must_ask_for_something_and_find_a_face(
             RenderInputError, match=r"no face found in this picture: the detector \(haar"
         ):
             engine.render(RenderRequest("", mode="faces", init_image=str(blank), options=options))
+
+
+def test_a_picture_s_seed_the_journal_cannot_keep_is_recorded_as_its_low_bits(
+    face_models: Path, photo: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another UI's 64-bit seed: the pass records its low 32 bits (past ``MAX_SEED`` it could
+    not be stored), which draw the same CPU initial noise, not the text's."""
+    params = {"Steps": 4, "Sampler": "Euler", "Seed": 2**64 - 1}
+    text = format_infotext("portrait of an astronaut", "", params)
+    path = tmp_path / "64-bit.png"
+    path.write_bytes(png_with_infotext(photo, text))
+    engine = Engine(face_models, device="cpu")
+    # The seed is chosen before the restorer runs; its 6 s on the CPU prove nothing here.
+    monkeypatch.setattr(faces_pass, "restored_faces", lambda images, *_: (images, {}))
+    request = RenderRequest("", mode="faces", init_image=str(path), options={FACE_RESTORE: True})
+    [result] = engine.render(request)
+    assert result.seed == 2**32 - 1
 
 
 def test_fix_faces_alone_repaints_inside_the_face_box_only(

@@ -56,6 +56,9 @@ def test_digests_stored_at_the_same_time_are_all_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hashes_file = tmp_path / HASHES_FILE
+    models = {name: tmp_path / f"{name}.safetensors" for name in ("a", "b")}
+    for model in models.values():
+        model.write_bytes(b"weights")
     read = file_hashes._read
     # Each store waits, after reading the file, for the other to have read it too (half a
     # second at most): without a lock both then write what they read plus their own digest.
@@ -70,15 +73,79 @@ def test_digests_stored_at_the_same_time_are_all_kept(
     monkeypatch.setattr(file_hashes, "_read", read_then_wait)
     stores = [
         threading.Thread(
-            target=file_hashes._store, args=(hashes_file, (name, (1, 1, 1, 1, 1)), name * 64)
+            target=file_hashes._store,
+            args=(hashes_file, (str(model), (1, 1, 1, 1, 1)), name * 64),
         )
-        for name in ("a", "b")
+        for name, model in models.items()
     ]
     for store in stores:
         store.start()
     for store in stores:
         store.join()
-    assert sorted(json.loads(hashes_file.read_text(encoding="utf-8"))) == ["a", "b"]
+    kept = sorted(json.loads(hashes_file.read_text(encoding="utf-8")))
+    assert kept == [str(models["a"]), str(models["b"])]
+
+
+def _cached(hashes_file: Path) -> list[str]:
+    """The names the hashes file keeps digests under, file names alone (a LoRA's tensor digest
+    marked)."""
+    return sorted(Path(name).name for name in json.loads(hashes_file.read_text(encoding="utf-8")))
+
+
+def test_a_removed_models_digests_go_at_the_next_write(tmp_path: Path) -> None:
+    """Kept, they would stay for good (each written again with every new digest)."""
+    hashes_file = tmp_path / "data" / HASHES_FILE
+    models = tmp_path / "models"
+    old, kept, new = (_lora(models, name, name.encode()) for name in ("old", "kept", "new"))
+    for lora in (old, kept):
+        file_sha256(lora, hashes_file, models)
+        file_sha256(lora, hashes_file, models, tensors_only=True)
+    assert _cached(hashes_file) == [
+        "kept.safetensors",
+        "kept.safetensors#tensors",
+        "old.safetensors",
+        "old.safetensors#tensors",
+    ]
+    old.unlink()
+    file_sha256(new, hashes_file, models)
+    assert _cached(hashes_file) == [
+        "kept.safetensors",
+        "kept.safetensors#tensors",
+        "new.safetensors",
+    ]
+
+
+def test_the_digests_of_a_share_not_mounted_are_kept(tmp_path: Path) -> None:
+    """A share not mounted now: its folders are missing, its mount point empty, or holding a
+    marker file. Its models may come back as they were, each taking seconds to hash again."""
+    hashes_file = tmp_path / "data" / HASHES_FILE
+    models = tmp_path / "models"
+    shares = ("nfs", "mount", "marked")
+    unmounted, emptied, marked = (_lora(models / share, "away", b"w") for share in shares)
+    for lora in (unmounted, emptied, marked):
+        file_sha256(lora, hashes_file, models)
+        lora.unlink()
+    unmounted.parent.rmdir()  # models/nfs is left, empty
+    (marked.parent / "NOT_MOUNTED").write_text("mount the share here")
+    file_sha256(_lora(models, "new", b"new weights"), hashes_file, models)
+    assert _cached(hashes_file) == ["away.safetensors"] * 3 + ["new.safetensors"]
+
+
+def test_a_deleted_sub_folders_digests_go_at_the_next_write(tmp_path: Path) -> None:
+    """Its parent still holds models: the sub-folder went, not a share."""
+    hashes_file = tmp_path / "data" / HASHES_FILE
+    models = tmp_path / "models"
+    kept = _lora(models, "kept", b"k")
+    pack = kept.parent / "pack"
+    pack.mkdir()
+    packed = _lora(tmp_path, "packed", b"p").rename(pack / "packed.safetensors")
+    for lora in (kept, packed):
+        file_sha256(lora, hashes_file, models)
+    assert _cached(hashes_file) == ["kept.safetensors", "packed.safetensors"]
+    packed.unlink()
+    pack.rmdir()
+    file_sha256(_lora(models, "new", b"n"), hashes_file, models)
+    assert _cached(hashes_file) == ["kept.safetensors", "new.safetensors"]
 
 
 def test_a_hash_search_reads_no_file_itself_and_each_once_in_the_background(

@@ -21,7 +21,13 @@ import inference.metadata
 import inference.model_list
 from bot.services import Services
 from inference.metadata import FAMILY_CONFIGS, FAMILY_MARKERS
-from inference.model_list import ListedModel, installed_models
+from inference.model_list import (
+    FlowModels,
+    ListedModel,
+    installed_flow_models,
+    installed_models,
+    models_without_embeddings,
+)
 from inference.registry import ModelEntry, ModelRegistry
 from tests.support.gguf_files import write_gguf
 
@@ -234,3 +240,22 @@ def test_every_config_a_family_is_read_from_is_watched(
         "v": "SD 2.x",
     }
     assert read == set(FAMILY_CONFIGS)
+
+
+def test_flux_models_take_distilled_guidance_and_sd3_models_a_true_cfg(tmp_path: Path) -> None:
+    """By their tensors (headers only): Flux dev's and schnell's CFG is distilled guidance, an
+    SD 3.5's the true CFG an SD model's is, though all three are flow models."""
+    flux = "double_blocks.0.img_attn.qkv.weight"
+    dev = {flux: torch.zeros(1), "guidance_in.in_layer.weight": torch.zeros(1)}
+    save_file(dev, str(tmp_path / "dev.safetensors"))
+    save_file({flux: torch.zeros(1)}, str(tmp_path / "schnell.safetensors"))
+    sd35 = "joint_blocks.0.x_block.attn{}.qkv.weight"
+    save_file(
+        {sd35.format(n): torch.zeros(1) for n in ("", "2")}, str(tmp_path / "sd35.safetensors")
+    )
+    write_checkpoint(tmp_path / "sd15.safetensors", "sd15")
+    registry = ModelRegistry(tmp_path)
+    assert installed_flow_models(registry) == FlowModels(
+        ["dev", "schnell", "sd35"], ["dev", "schnell"]
+    )
+    assert models_without_embeddings(registry) == ["dev", "schnell", "sd35"]

@@ -11,6 +11,8 @@ import pytest
 
 import inference.passes.jobs as jobs_module
 from inference.engine import Engine
+from inference.infotext import parse_infotext
+from inference.limits import MAX_SEED
 from inference.prompts import PromptPlan
 from inference.types import RenderRequest
 from tests.inference.test_batching import BATCH_TOLERANCE
@@ -71,22 +73,22 @@ def test_a_copy_with_another_prompt_or_seed_plans_its_own() -> None:
 
 
 def test_a_batch_at_the_top_seed_wraps_to_seed_0(engine: Engine) -> None:
-    """``--seed 4294967295 --count 2``: the second picture is seed 0's, as ``--repeat`` wraps
-    (before, it was refused naming seed 4294967296); the variation seed wraps alike (a varied
+    """``--seed 9223372036854775807 --count 2`` (the journal's largest integer): the second
+    picture is seed 0's, as ``--repeat`` wraps; the variation seed wraps alike (a varied
     batch keeps its seed: ``picture_seeds``)."""
-    top = RenderRequest("a fox", seed=2**32 - 1, steps=2, width=64, height=64, count=2)
+    top = RenderRequest("a fox", seed=MAX_SEED, steps=2, width=64, height=64, count=2)
     jobs = jobs_module.image_jobs(
-        dataclasses.replace(top, variation_seed=2**32 - 1, variation_strength=0.5), None, [], []
+        dataclasses.replace(top, variation_seed=MAX_SEED, variation_strength=0.5), None, [], []
     )
     assert [(job.seed, job.variation_seed) for job in jobs] == [
-        (2**32 - 1, 2**32 - 1),
-        (2**32 - 1, 0),
+        (MAX_SEED, MAX_SEED),
+        (MAX_SEED, 0),
     ]
     second = engine.render(top)[1]
+    assert second.seed == 0 and parse_infotext(second.infotext)[2]["Seed"] == 0
     alone = engine.render(dataclasses.replace(top, seed=0, count=1))[0]
     # The same picture (a batch rounds as ``BATCH_TOLERANCE`` allows: oneDNN's AVX-512 kernels
-    # do, for batches of 2 and 1); the texts differ: the batch's records the web UI's seed,
-    # 4294967296.
+    # do, for batches of 2 and 1).
     assert second.picture is not None and alone.picture is not None
     difference = np.abs(np.asarray(second.picture, np.int16) - np.asarray(alone.picture, np.int16))
     assert difference.max() <= BATCH_TOLERANCE

@@ -2,7 +2,9 @@
 next job renders the new weights and its infotext gives their hash (a fresh engine's picture
 and text), the old weights freed before the new ones load. A copy under way is refused by the
 registry's look-up (within a second: its rescan); between a job's look-up and its load, the
-loaded weights serve it, and a copy begun during a load refuses the job, never read half-written."""
+loaded weights serve it, and a copy begun during a load refuses the job, never read half-written.
+A replacement written in the last 2 s is left to settle, the loaded weights serving meanwhile
+(tests/inference/test_cut_short_weights.py): the replacements here are older (``settled``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import io
 import logging
 import os
 import shutil
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -56,10 +59,20 @@ def short_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:10]
 
 
+def settled(path: Path) -> None:
+    """Date the file at ``path``, or every file under it, a minute back, as a copy that ended
+    a while ago: a loaded model's new version is loaded at once only then (one younger than
+    ``file_versions.RECENTLY_WRITTEN_NS`` is left to settle, its loaded weights serving)."""
+    past = time.time_ns() - 60_000_000_000
+    for file in [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]:
+        os.utime(file, ns=(past, past))
+
+
 def replace(new: Path, old: Path) -> None:
-    """The README's way: copied next to it, then moved over it."""
+    """The README's way: copied next to it (a while ago), then moved over it."""
     partial = old.with_name(old.name + ".partial")
     shutil.copy(new, partial)
+    settled(partial)
     partial.replace(old)
 
 
@@ -107,6 +120,7 @@ def test_a_diffusers_folder_swapped_by_a_link_is_loaded_again(tmp_path: Path) ->
     (models / "m").symlink_to(tmp_path / "v1")
 
     def swap() -> None:
+        settled(tmp_path / "v2")
         (models / "m.new").symlink_to(tmp_path / "v2")
         (models / "m.new").replace(models / "m")
 
@@ -187,6 +201,7 @@ def test_a_replacement_still_being_copied_leaves_the_loaded_weights_serving(
     copy_under_way(tmp_path / "new" / "m.safetensors", checkpoint)
     assert engine.models.load(entry) is loaded
     checkpoint.write_bytes(newer)
+    settled(checkpoint)
     [after] = engine.render(REQUEST)
     assert engine.models.loaded["m"] is not loaded
     assert infotext(after)["Model hash"] == short_sha(checkpoint) != infotext(old)["Model hash"]
@@ -368,6 +383,7 @@ def test_a_reload_tells_the_operator_which_file_versions_changed(
     real replacement names its modification time, without that hint."""
     models = tmp_path / "models"
     checkpoint = write_tiny_checkpoint(models / "m.safetensors", seed=0)
+    settled(checkpoint)  # a chmod leaves a young file young: its new version waits
     newer = write_tiny_checkpoint(tmp_path / "new" / "m.safetensors", seed=5)
     engine = Engine(models)
     engine.render(REQUEST)

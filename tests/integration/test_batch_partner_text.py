@@ -63,7 +63,7 @@ async def test_a_picture_batched_with_another_servers_job_says_its_own_seed_and_
     assert all(job.succeeded for job in finished.values())
     written = {job_id: posted_params(finished[job_id]) for job_id in (private_id, public_id)}
     assert (written[private_id]["Seed"], written[private_id]["Chaos"]) == (50, 60)
-    assert written[public_id]["Seed"] == 10  # not 10 + 2**32, as counted from 50
+    assert written[public_id]["Seed"] == 10  # its own, not counted from the call's first
     assert "Chaos" not in written[public_id]
 
 

@@ -133,6 +133,13 @@ async def test_a_stop_the_owner_did_not_choose_is_refunded_whole(
         assert await spent_today(conn, user_id) == ledger.Usage(images=0, gpu_seconds=0.0)
 
 
+async def stopping_by(queue: JobQueue, job_id: str) -> journal.StoppedBy | None:
+    """Who stopped ``job_id`` as /queue shows it, asserted stopping (its end not written)."""
+    state = await queue.state(job_id)
+    assert state is not None and state.stopping
+    return state.stopped_by
+
+
 @dataclass
 class RenderingBeside:
     """A started queue whose device renders a job of ``STOPPED_IN_BATCH`` and one of
@@ -256,10 +263,13 @@ async def test_an_imposed_stop_in_a_shared_batch_tries_its_end_once_and_a_click_
                 await writing.wait()
             with pytest.raises(UserError, match="being cancelled already"):
                 await batch.queue.cancel(batch.stopped, member)
+            # /queue: stopping, not by its member, its end being written, then kept.
+            assert await stopping_by(batch.queue, batch.stopped) is journal.StoppedBy.IMPOSED
             refused.set()
             async with asyncio.timeout(20):
                 assert await ban is CancelOutcome.STOPPING_FREE
             assert tries == [batch.stopped]
+            assert await stopping_by(batch.queue, batch.stopped) is journal.StoppedBy.IMPOSED
             engine.finish_batch.set()
             await batch.sink.wait_for(2)  # the lone job's picture, then the partner's
         finally:
@@ -274,7 +284,8 @@ async def test_a_ban_while_the_members_own_stop_in_batch_is_written_makes_it_fre
     conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A refund wins: a ban landing while the end of its member's own stop in a shared batch
-    is written (a busy moment) refunds that stop whole."""
+    is written (a busy moment) refunds that stop whole, and the member's cancel is answered
+    so."""
     writing = asyncio.Event()
     go_on = asyncio.Event()
     mark_failed = journal.mark_failed
@@ -295,13 +306,15 @@ async def test_a_ban_while_the_members_own_stop_in_batch_is_written_makes_it_fre
         try:
             async with asyncio.timeout(20):
                 await writing.wait()
+                assert await stopping_by(batch.queue, batch.stopped) is journal.StoppedBy.MEMBER
                 ban = asyncio.create_task(batch.queue.cancel(batch.stopped, member, imposed=True))
                 # Polled: its ask then waits for the held end's transaction, answered after.
                 while not batch.queue._cancels.imposed_meanwhile(batch.stopped):  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
                 go_on.set()
                 assert await ban is CancelOutcome.BEING_CANCELLED
-                await own
+                # Answered as charged: free, not "you pay for the GPU time until now".
+                assert await own is CancelOutcome.STOPPING_FREE
             engine.finish_batch.set()
             await batch.sink.wait_for(3)
         finally:

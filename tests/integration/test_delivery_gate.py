@@ -637,7 +637,7 @@ async def test_a_job_withdrawn_by_the_deletion_of_its_own_message_says_so_and_ed
         alive = Submission(
             "imagine", RenderRequest("a dog", seed=1, steps=2), MEMBER, GUILD, CHANNEL, **token
         )
-        monkeypatch.setattr(results, "_alive", lambda _created_at: True)
+        monkeypatch.setattr(results, "_alive", lambda _job_id, _created_at: True)
         job_id = await queue.submit(alive)
         await asyncio.to_thread(engine.started.wait, 10)
         # Its progress message, recorded as posted, deleted in the channel while it renders.

@@ -34,6 +34,18 @@ INDEXED: dict[str, tuple[Call, str]] = {
         lambda conn: journal.latest_unposted_result_of(conn, 1, 5),
         "jobs_unposted_results (user_id=? AND guild_id=?)",
     ),
+    # /cancel's read of the member's unfinished jobs: those alone, not their every job there
+    # (jobs_member_server, 0044, gives the order by created_at for free).
+    "unfinished_jobs_of": (
+        lambda conn: journal.unfinished_jobs_of(conn, 1, 5),
+        "jobs_unfinished_member (user_id=? AND guild_id=?)",
+    ),
+    # /history's "N in all": the member's jobs of that server, from the index alone (0044),
+    # not a table row for each of the member's every job (jobs_user).
+    "count_of_jobs": (
+        lambda conn: history.count_of_jobs(conn, 1, guild_id=5, search=None),
+        "COVERING INDEX jobs_member_server (user_id=? AND guild_id=?)",
+    ),
     # The dashboard's "N more of this server's jobs": not every server's unfinished jobs.
     "unfinished_count": (
         lambda conn: dashboard.unfinished_count(conn, 5),

@@ -157,7 +157,8 @@ async def test_retention_prunes_delivered_jobs_their_files_tokens_and_settled_le
 
     pruned = await Retention(conn, data.images, data.inputs, 1, clock=lambda: NOW).prune()
 
-    assert pruned == Pruned(tokens=1, jobs=2, pictures=3, uploads=3, ledger_rows=2)
+    # Their posts' ids, kept, go too: the sink's small ids read as posted in 2015.
+    assert pruned == Pruned(tokens=1, jobs=2, pictures=3, uploads=3, ledger_rows=2, kept_posts=2)
     for gone in (last_month, this_week):
         assert await journal.get_job(conn, gone) is None
         assert not (data.images / gone).exists()
@@ -273,3 +274,21 @@ async def test_forget_me_waits_for_unfinished_jobs_then_erases_and_anonymises(
     assert await usage(conn) == 0
     assert await usage(conn, user_id=0) == 2
     assert await usage(conn, user_id=8) == 1
+
+
+async def test_a_host_clock_ahead_keeps_a_token_until_its_job_is_15_minutes_journaled(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """The host's clock an hour ahead of Discord's: a job journaled now holds a token issued,
+    by that clock, an hour ago. The sweep keeps it until the host's own clock says its 15
+    minutes passed since the job was journaled (R_FX35 D1: it blanked every live token)."""
+    data = Data(conn, tmp_path / "data")
+    job_id = await data.queue().submit(submission(at=NOW - 3600))  # journaled at NOW
+
+    def sweep_at(now: float) -> Retention:
+        return Retention(conn, data.images, data.inputs, 0, clock=lambda: now)
+
+    assert await sweep_at(NOW + 14 * 60).clear_expired_tokens() == 0
+    job = await journal.get_job(conn, job_id)
+    assert job is not None and job.interaction_token == "secret"
+    assert await sweep_at(NOW + 15 * 60 + 1).clear_expired_tokens() == 1

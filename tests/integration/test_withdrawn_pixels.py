@@ -425,7 +425,7 @@ def _editing_a_gone_message(
     """A job whose result edits its original response (its token lives), which Discord
     answers ``code`` (``_GoneWebhook``)."""
     monkeypatch.setattr(results, "_webhook", lambda _job: _GoneWebhook(code))
-    monkeypatch.setattr(results, "_alive", lambda _created_at: True)
+    monkeypatch.setattr(results, "_alive", lambda _job_id, _created_at: True)
     token = {"application_id": 1, "interaction_token": "t", "interaction_created_at": NOW}
     return Submission(
         "imagine", RenderRequest("a dog", seed=1, steps=2), MEMBER, GUILD, CHANNEL, **token

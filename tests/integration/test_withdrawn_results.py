@@ -44,6 +44,7 @@ from inference.infotext import format_infotext
 from inference.prompts import expand_prompt
 from inference.prompts.stopping import PlanStopped, checkpoint
 from inference.types import RenderRequest
+from tests.support import polling
 from tests.support.discord_clock import SNOWFLAKE_CLOCK
 
 NOW = 1_800_000_000.0
@@ -222,9 +223,10 @@ async def click_delete(
     503, or 404 with the code ``not_found`` (10008: Unknown Message). Whether Easel asked
     Discord to delete it."""
     asked = asyncio.Event()
+    deferred = asyncio.Event()
 
     async def defer() -> None:
-        pass
+        deferred.set()
 
     async def delete_original_response() -> None:
         asked.set()
@@ -250,7 +252,7 @@ async def click_delete(
         client=SimpleNamespace(
             services=SimpleNamespace(history=history), user=SimpleNamespace(id=EASEL)
         ),
-        response=SimpleNamespace(defer=defer),
+        response=SimpleNamespace(defer=defer, is_done=deferred.is_set),
         delete_original_response=delete_original_response,
     )
     await DeleteButton(job_id).run(cast(Any, clicked))
@@ -272,9 +274,16 @@ async def test_a_moderators_delete_withdraws_the_job_once_discord_deleted_its_po
     conn: aiosqlite.Connection, tmp_path: Path
 ) -> None:
     """Refused by Discord, the post is still up: its job is not withdrawn. Deleted, it is,
-    whether the deletion's event came first or not (then once: the event's time stays)."""
+    whether the deletion's event came first or not: then the event waits for the click's
+    answer, which withdraws it as the moderator's (once: the click's time stays)."""
     now = [NOW]
-    history = History(conn, tmp_path, tmp_path, MemberSettings(conn), clock=lambda: now[0])
+    clock_reads: list[float] = []
+
+    def clock() -> float:
+        clock_reads.append(now[0])
+        return now[0]
+
+    history = History(conn, tmp_path, tmp_path, MemberSettings(conn), clock=clock)
     await delivered(conn, "a" * 16, 100)
     await delivered(conn, "b" * 16, 200)
     with pytest.raises(discord.HTTPException):
@@ -282,14 +291,23 @@ async def test_a_moderators_delete_withdraws_the_job_once_discord_deleted_its_po
     assert not (await stored(history, "a" * 16)).withdrawn
     assert await click_delete(history, "a" * 16, 100, MODERATOR)
     assert (await stored(history, "a" * 16)).withdrawn
+    heard: list[asyncio.Task[list[str]]] = []
 
     async def its_event_first() -> None:
-        await history.withdraw_deleted(GUILD, CHANNEL, [200])
+        read_before = len(clock_reads)
+        heard.append(asyncio.create_task(history.withdraw_deleted(GUILD, CHANNEL, [200])))
+        await polling.until(lambda: len(clock_reads) > read_before)  # the event's time: NOW
         now[0] = NOW + 5
 
     assert await click_delete(history, "b" * 16, 200, MODERATOR, before_the_answer=its_event_first)
+    assert await heard[0] == []
     record = await journal.get_job(conn, "b" * 16)
-    assert record is not None and record.withdrawn_at == NOW
+    assert record is not None and record.withdrawn_at == NOW + 5
+    audited = await guild_settings.audit_log(conn, GUILD, 10)
+    assert [(row.user_id, row.setting) for row in audited] == [
+        (MODERATOR, WITHDRAWAL_AUDITED_AS),
+        (MODERATOR, WITHDRAWAL_AUDITED_AS),
+    ]
 
 
 async def test_delete_deletes_a_post_of_its_job_or_a_message_its_clicker_alone_sees(

@@ -115,10 +115,10 @@ def test_random_seed_when_none() -> None:
             "steps must be a whole number between 1 and 150, got 151",
         ),
         (
-            {"prompt": "a", "seed": 2**64},
+            {"prompt": "a", "seed": 2**63},
             PromptError,
-            "seed must be a whole number between 0 and 18446744073709551615, or -1 for a random "
-            "seed, got 18446744073709551616",
+            "seed must be a whole number between 0 and 9223372036854775807, or -1 for a random "
+            "seed, got 9223372036854775808",
         ),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference.limits import MAX_GIVEN_SEED, MAX_SEED, MAX_STEPS
+from inference.limits import MAX_SEED, MAX_STEPS
 from inference.prompts import PromptError, build_plan
 
 
@@ -21,18 +21,17 @@ def test_one_step_count_past_either_end_is_refused(steps: int) -> None:
         build_plan("a cat", seed=1, steps=steps)
 
 
-@pytest.mark.parametrize("seed", [-2, MAX_GIVEN_SEED + 1])
+@pytest.mark.parametrize("seed", [-2, MAX_SEED + 1])
 def test_a_seed_past_either_end_is_refused_in_the_one_seed_sentence(seed: int) -> None:
-    # The words every other refusal of a member's seed uses (GIVEN_SEED_ACCEPTS).
+    # The words every other refusal of a member's seed uses (SEED_ACCEPTS).
     with pytest.raises(PromptError) as refused:
         build_plan("a cat", seed=seed)
     assert str(refused.value) == (
-        f"seed must be a whole number between 0 and {MAX_GIVEN_SEED}, or -1 for a random seed, "
-        f"got {seed}"
+        f"seed must be a whole number between 0 and {MAX_SEED}, or -1 for a random seed, got {seed}"
     )
 
 
 @pytest.mark.parametrize("prompt", ["a cat --seed 4294967297", "a cat"])
-def test_a_seed_past_32_bits_plans_as_the_one_giving_its_noise(prompt: str) -> None:
-    seed = None if "--seed" in prompt else MAX_SEED + 2
-    assert build_plan(prompt, seed=seed).seed == 1
+def test_a_seed_past_32_bits_plans_as_given(prompt: str) -> None:
+    seed = None if "--seed" in prompt else 2**32 + 1
+    assert build_plan(prompt, seed=seed).seed == 2**32 + 1

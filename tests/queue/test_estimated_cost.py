@@ -79,6 +79,40 @@ def test_a_comparison_costs_the_sum_of_its_cells() -> None:
     assert cost.gpu_seconds == pytest.approx(8 * (seconds(steps=10) + seconds(steps=150)), abs=0.01)
 
 
+def test_a_comparison_across_models_reckons_each_cell_at_its_models_native_side() -> None:
+    """A /compare of an SD 1.5 model (512) and an SDXL one (1024), sizes left out: each cell
+    costs what the single job on its model costs (the SDXL one four times the other), not
+    both at the request's model's side; faces fixed, each cell's face pass at its own side."""
+    base = RenderRequest("a cat", seed=1, steps=20, model="sd15", options={FIX_FACES: True})
+    x = parse_axis(Axis.MODEL, "sd15,sdxl", "a cat", 150, ["sd15", "sdxl"])
+    request = plan_comparison(base, x, None).request
+    assert accounting.compared_models(request) == ["sdxl"]
+    assert accounting.compared_models(base) == []
+    sides = RenderSize(native_side=512, model_sides=(("sdxl", 1024),))
+    single = dataclasses.replace(base, count=1)
+    on_sd15 = estimated_cost(single, RenderSize(native_side=512)).gpu_seconds
+    on_sdxl = estimated_cost(single, RenderSize(native_side=1024)).gpu_seconds
+    assert on_sdxl == pytest.approx(4 * on_sd15, abs=0.001)
+    assert estimated_cost(request, sides).gpu_seconds == pytest.approx(on_sd15 + on_sdxl, abs=0.002)
+    # The other models' sides not known (before this stop): both cells at 512.
+    assert estimated_cost(request, RenderSize(native_side=512)).gpu_seconds == pytest.approx(
+        2 * on_sd15, abs=0.002
+    )
+
+
+def test_a_face_pass_is_reckoned_at_its_models_native_side() -> None:
+    """The engine inpaints each face at its model's native size: fixing faces on SDXL costs
+    four times the face pass on SD 1.5, whatever the picture's own size."""
+    plain = RenderRequest("a cat", steps=20, width=768, height=768)
+    fixed = dataclasses.replace(plain, options={FIX_FACES: True})
+
+    def face_pass(side: int) -> float:
+        size = RenderSize(native_side=side)
+        return estimated_cost(fixed, size).gpu_seconds - estimated_cost(plain, size).gpu_seconds
+
+    assert face_pass(1024) == pytest.approx(4 * face_pass(512), abs=0.002)
+
+
 def upscale(mode: str, factor: int, picture: tuple[int, int], native_side: int) -> float:
     request = RenderRequest(
         "a cat",

@@ -22,7 +22,6 @@ from bot.images import (
     fit_under,
     grid_png,
     pixel_digest,
-    written_seeds,
 )
 from bot.infotext_import import MAX_INFOTEXT_CHARS
 from bot.jobs.queue import FinishedJob, ResultImage
@@ -344,12 +343,10 @@ def as_png(name: str, data: bytes) -> bytes:
     return png
 
 
-def test_a_batch_past_the_top_seed_names_the_seeds_its_pictures_texts_do() -> None:
-    """A batch from 4294967294 renders at 4294967294, 4294967295, 0, 1 (Easel's seed wraps);
-    each picture's text says the web UI's 4294967296, 4294967297 (the same noise): the grid's
-    note and the caption name those too, not a second seed for one picture."""
-    made_at = [4294967294, 4294967295, 0, 1]
-    written = [4294967294, 4294967295, 4294967296, 4294967297]
+def test_a_batch_past_32_bits_names_the_seeds_its_pictures_rendered_at() -> None:
+    """A batch from 4294967294 renders at 4294967294...4294967297, as the web UI counts:
+    the grid's note and the caption name those, as each picture's text does."""
+    made_at = written = [4294967294, 4294967295, 4294967296, 4294967297]
     texts = [f"a fox\nSteps: 3, Sampler: Euler, Seed: {seed}, Size: 8x8" for seed in written]
     pixels = Image.new("RGB", (8, 8), "red")
     rendered = [
@@ -385,5 +382,3 @@ def test_a_batch_past_the_top_seed_names_the_seeds_its_pictures_texts_do() -> No
     assert picture_caption(stored, 2) == "Picture 3 of `j` (seed 4294967296)"
     assert copy_caption(stored, [3]).endswith("picture 4 of job `j` (seed 4294967297)")
     assert copy_caption(stored).endswith("(seed 4294967294, 4294967295, 4294967296, 4294967297)")
-    # A text naming other noise (a pass over a picture at a new seed): the seed rendered.
-    assert written_seeds([ResultImage(Path("unread.png"), 5, texts[0])]) == [5]

@@ -116,7 +116,7 @@ def test_tiny_model_refuses_a_dir_or_family_in_one_line_before_torch_loads(
     [
         (
             ["--variation-seed", "-5"],
-            "variation seed must be a whole number between 0 and 18446744073709551615, or -1 for a "
+            "variation seed must be a whole number between 0 and 9223372036854775807, or -1 for a "
             "random seed, got -5",
         ),
         (["--strength", "0.5"], "--strength needs --init-image: the picture to redraw"),

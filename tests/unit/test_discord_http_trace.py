@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from bot.metrics import discord_http_trace
+from bot.metrics import ANSWER_DEADLINE_S, discord_http_trace
 from bot.snowflakes import CLOCK_SLACK_S
 from tests.unit.test_unheard_deletions import post_made_at
 
@@ -82,25 +82,38 @@ def callback_of(interaction_id: int) -> URL:
     return URL(f"https://discord.com/api/v10/interactions/{interaction_id}/a-token/callback")
 
 
-async def test_a_host_clock_behind_discords_past_the_slack_is_warned_of_once(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    ("made_from_now_s", "warned_of"),
+    [
+        # An interaction made, by its id, well after now: this host's clock is behind (the ack
+        # latency reads 0), which lets a deletion in a gateway gap go unasked (bot.snowflakes).
+        ((2 * CLOCK_SLACK_S, 3 * CLOCK_SLACK_S), "at least 1"),
+        # An answer Discord took (within its 3 s) an hour after the interaction's id says it
+        # was made, by this host's clock: that clock is an hour ahead (AUD35 F4).
+        ((-3600, -7200), "at least 359"),
+    ],
+)
+async def test_a_host_clock_off_past_the_slack_is_warned_of_once(
+    caplog: pytest.LogCaptureFixture, made_from_now_s: tuple[float, float], warned_of: str
 ) -> None:
-    """An interaction made, by its id, well after now: this host's clock is behind (the ack
-    latency reads 0), which lets a deletion in a gateway gap go unasked (bot.snowflakes)."""
     trace = discord_http_trace()
     with caplog.at_level(logging.WARNING, logger="bot.metrics"):
-        for ahead_s in (2 * CLOCK_SLACK_S, 3 * CLOCK_SLACK_S):
-            await request_ended(trace, callback_of(post_made_at(time.time() + ahead_s)), 204)
+        for from_now_s in made_from_now_s:
+            await request_ended(trace, callback_of(post_made_at(time.time() + from_now_s)), 204)
     warned = [record.getMessage() for record in caplog.records]
     assert len(warned) == 1, warned
-    assert "clock is at least 1" in warned[0] and "behind Discord's" in warned[0]
+    side = "behind Discord's" if made_from_now_s[0] > 0 else "ahead of Discord's"
+    assert f"clock is {warned_of}" in warned[0] and side in warned[0]
 
 
-async def test_a_host_clock_behind_within_the_slack_is_not_warned_of(
+async def test_a_host_clock_off_within_the_slack_is_not_warned_of(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     trace = discord_http_trace()
+    late_s = ANSWER_DEADLINE_S + CLOCK_SLACK_S / 2
     with caplog.at_level(logging.WARNING, logger="bot.metrics"):
-        for made_s in (time.time() + CLOCK_SLACK_S / 2, time.time() - 3600):
+        for made_s in (time.time() + CLOCK_SLACK_S / 2, time.time() - late_s):
             await request_ended(trace, callback_of(post_made_at(made_s)), 204)
+        # Refused: Discord's deadline passed, by its clock as well.
+        await request_ended(trace, callback_of(post_made_at(time.time() - 3600)), 404)
     assert caplog.records == []

@@ -13,10 +13,12 @@ import pytest
 from bot.edits import (
     InpaintSettings,
     Picture,
+    PictureRenderers,
     expand_request,
     fix_faces_request,
     inpaint_request,
     input_path,
+    picture_settings,
     request_from_infotext,
     upscale_request,
     vary_request,
@@ -51,7 +53,27 @@ def test_a_flux_picture_s_buttons_keep_its_distilled_guidance() -> None:
     # Forge's true CFG beside it: run by an SD model, the distilled guidance by a Flux one.
     both = INFOTEXT.replace("CFG scale: 6.5", "CFG scale: 5, Distilled CFG Scale: 3.5")
     assert request_from_infotext(both, None, {"tiny"}).cfg_scale == 5
-    assert request_from_infotext(both, None, {"tiny"}, flow_models={"tiny"}).cfg_scale == 3.5
+    flux = request_from_infotext(
+        both, None, {"tiny"}, flow_models={"tiny"}, distilled_models={"tiny"}
+    )
+    assert flux.cfg_scale == 3.5
+    # SD 3 is a flow model with a true CFG: the CFG scale, as an SD model reads it.
+    assert request_from_infotext(both, None, {"tiny"}, flow_models={"tiny"}).cfg_scale == 5
+
+
+@pytest.mark.parametrize(("default_model", "cfg"), [("flux", 3.5), ("sd3", 5), (None, 5)])
+def test_a_stand_in_for_a_removed_model_reads_the_cfg_as_its_own_family_does(
+    default_model: str | None, cfg: float
+) -> None:
+    """The picture's model is gone: the default renders it, and its family says which of
+    the text's CFG values it runs (Flux: the distilled guidance; SD 3 and SD: the true CFG)."""
+    both = INFOTEXT.replace("CFG scale: 6.5", "CFG scale: 5, Distilled CFG Scale: 3.5")
+    renderers = PictureRenderers(["flux", "sd3"], [], ["flux", "sd3"], ["flux"], default_model)
+    request = picture_settings(both, renderers)
+    assert request.model is None and request.cfg_scale == cfg
+    assert (
+        request.notes[0] == "the picture's model is not available here; the default model is used"
+    )
 
 
 def test_parameters_past_the_read_bound_are_carried_only_where_a_prompt_is_needed() -> None:
@@ -251,7 +273,8 @@ def test_upscale_checks_factor_size_and_upscaler() -> None:
 def test_a_fast_upscale_checks_no_setting_it_does_not_use(unused: str) -> None:
     """A fast upscale renders nothing: a Steps, CFG scale or seed out of range in the
     picture's text refuses it no more than an unknown sampler's note follows it. A creative
-    one renders with them, and is refused."""
+    one renders with them, and is refused; at a random seed where the text's is out of range
+    (the member never typed it), with a note, as Use settings does."""
     text = INFOTEXT.replace("Steps: 12", unused).replace("CFG scale: 6.5", unused)
     text = text.replace("Seed: 77", unused).replace("DPM++ 2M Karras", "Magic")
     picture = Picture(PICTURE.path, 96, 64, text)
@@ -259,15 +282,21 @@ def test_a_fast_upscale_checks_no_setting_it_does_not_use(unused: str) -> None:
     fast = upscale_request(base, picture, 2)
     assert (fast.prompt, fast.negative_prompt, fast.notes) == ("a red fox", "blurry", [])
     assert 0 <= fast.seed < 2**32
+    if unused == "Seed: -5":
+        creative = upscale_request(base, picture, 2, "creative")
+        assert creative.seed == base.seed and 0 <= base.seed < 2**32
+        assert f"the picture's seed -5 is not a whole number between 0 and {2**63 - 1}" in str(
+            creative.notes
+        )
+        return
     with pytest.raises(RequestError):
         upscale_request(base, picture, 2, "creative")
 
 
-def test_a_seed_the_web_ui_wrote_past_the_top_is_read_as_its_noise_s() -> None:
-    """The web UI's seed + i goes on past 2**32 - 1 (and Easel writes it so): its low 32
-    bits are the noise, and the seed Easel renders that picture with."""
+def test_a_seed_the_web_ui_wrote_past_32_bits_is_taken_as_written() -> None:
+    """The web UI's seed + i goes on past 2**32 - 1 (and Easel's since): rendered as it is."""
     past = request_from_infotext(INFOTEXT.replace("Seed: 77", "Seed: 4294967373"), None, None)
-    assert past.seed == 77
+    assert past.seed == 4294967373
 
 
 def test_input_paths_are_fresh_pngs(tmp_path: Path) -> None:

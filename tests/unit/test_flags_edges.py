@@ -12,8 +12,6 @@ from inference.prompts.flags import (
     parse_inline_flags,
     picture_seed,
     picture_seeds,
-    seed_read_back,
-    web_ui_seed,
 )
 
 
@@ -38,7 +36,7 @@ def test_an_aspect_ratio_side_is_digits_only(ratio: str) -> None:
 
 # Each numeric flag's range, as its usage line gives it: (flag, field, lowest, highest, step).
 RANGES = [
-    ("seed", "seed", 0, 2**64 - 1, 1),  # past 2**32 - 1: the web UI's (seed_read_back)
+    ("seed", "seed", 0, 2**63 - 1, 1),  # past 2**32 - 1 too, as the web UI takes
     ("steps", "steps", 1, 150, 1),
     ("count", "count", 1, 4, 1),
     ("chaos", "chaos", 0, 100, 1),
@@ -77,18 +75,11 @@ def test_an_unknown_flag_of_one_letter_and_a_digit_is_refused(prompt: str) -> No
         parse_inline_flags(prompt)
 
 
-def test_a_batch_s_seeds_wrap_past_the_top_and_the_web_ui_s_go_on() -> None:
-    """Easel wraps picture seeds past ``MAX_SEED`` to 0; the infotext writes the web UI's
-    (which goes on past it) only for the pictures that wrapped, and reads them back."""
+def test_a_batch_s_seeds_go_on_past_32_bits_and_wrap_only_past_the_top() -> None:
+    """Picture i is seed + i, past 2**32 - 1 as the web UI counts; only past ``MAX_SEED``
+    (the journal's largest integer) does it wrap to 0, a seed a member can give again."""
+    assert [picture_seed(2**32 - 1, index) for index in range(2)] == [2**32 - 1, 2**32]
     assert [picture_seed(MAX_SEED - 1, index) for index in range(3)] == [MAX_SEED - 1, MAX_SEED, 0]
-    assert web_ui_seed(None, 5) == 5
-    assert web_ui_seed(10, 10) == 10 and web_ui_seed(10, 13) == 13  # no wrap in this batch
-    assert web_ui_seed(MAX_SEED, 0) == MAX_SEED + 1
-    assert web_ui_seed(MAX_SEED - 1, 1) == MAX_SEED + 2
-    assert seed_read_back(MAX_SEED) == MAX_SEED
-    assert seed_read_back(MAX_SEED + 2) == 1
-    assert seed_read_back(2**64) == 2**64  # past what torch's generator takes: left to refuse
-    assert seed_read_back(-1) == -1
 
 
 def test_a_varied_batch_keeps_its_seed_and_steps_only_the_variation_seed() -> None:

@@ -27,6 +27,7 @@ from bot.requests import RequestError
 from cogs.use_settings import _allowed_here
 from inference import file_hashes
 from inference.infotext import format_infotext, parse_infotext, web_ui_sampler_fields
+from inference.limits import MAX_SEED
 from inference.prompts.chaos import chaos_prompt
 from inference.registry import ModelRegistry
 from inference.samplers import SAMPLERS, SCHEDULE_TYPES, SamplerSpec, scheduler_spec
@@ -682,31 +683,57 @@ def test_adetailer_s_second_unit_is_read_when_it_is_the_face_pass() -> None:
 
 
 def test_a_face_pass_of_its_own_is_read_and_what_differs_from_the_render_is_told() -> None:
-    """ADetailer's separate model, sampler, steps and CFG (Easel writes them where its fix
-    pass over a stored picture used its own): not listed as unknown; where they differ from
-    the render's, which Easel's face pass uses, one sentence names them."""
+    """ADetailer's separate model, VAE, sampler, steps, CFG and clip skip, and Easel's seed
+    of a 🔄 fix pass (Easel writes them where its fix pass over a stored picture used its
+    own): not listed as unknown; where they differ from the render's, which Easel's face pass
+    uses, one sentence names them."""
     own = (
         "ADetailer model: face_yolov8n.pt, ADetailer use separate checkpoint: True, "
-        "ADetailer checkpoint: {checkpoint}, ADetailer use separate sampler: True, "
+        "ADetailer checkpoint: {checkpoint}, ADetailer use separate VAE: True, "
+        "ADetailer VAE: {vae}, ADetailer use separate sampler: True, "
         "ADetailer sampler: {sampler}, ADetailer use separate steps: True, ADetailer steps: 20, "
-        "ADetailer use separate CFG scale: True, ADetailer CFG scale: {cfg}"
+        "ADetailer use separate CFG scale: True, ADetailer CFG scale: {cfg}, "
+        "ADetailer use separate CLIP skip: True, ADetailer CLIP skip: {clip_skip}, "
+        "ADetailer seed: {seed}"
     )
-    same = own.format(checkpoint="tiny [0123456789]", sampler="Euler", cfg=7)
+    same = own.format(
+        checkpoint="tiny [0123456789]", vae="None", sampler="Euler", cfg=7, clip_skip=1, seed=1
+    )
     result = request_from_infotext_text(WEB_UI_TEXT + same, INSTALLED)
     assert result.request.options == {"fix_faces": True}
     assert result.unhonoured == [
         "ADetailer model face_yolov8n.pt: this server's face detector is used"
     ]
-    differs = own.format(checkpoint="other [abcdefabcd]", sampler="DPM++ 2M", cfg=4.5)
+    differs = own.format(
+        checkpoint="other [abcdefabcd]",
+        vae="clear-vae.safetensors",
+        sampler="DPM++ 2M",
+        cfg=4.5,
+        clip_skip=2,
+        seed=99,
+    )
     result = request_from_infotext_text(WEB_UI_TEXT + "Model: tiny, " + differs, INSTALLED)
     assert result.unhonoured[1:] == [
-        "ADetailer checkpoint 'other [abcdefabcd]', sampler 'DPM++ 2M' (Euler here), "
-        "CFG scale 4.5 (7 here): the face pass renders with the picture's model and settings "
-        "here"
+        "ADetailer checkpoint 'other [abcdefabcd]', VAE 'clear-vae.safetensors' (the model's "
+        "own here), sampler 'DPM++ 2M' (Euler here), CFG scale 4.5 (7 here), CLIP skip 2 "
+        "(1 here), seed 99 (1 here): the face pass renders with the picture's model and "
+        "settings here"
     ]
 
 
 DETECTOR_NOTE = "ADetailer model face_yolov8n.pt: this server's face detector is used"
+
+
+@pytest.mark.parametrize("vae", ["clear-vae.safetensors", "clear-vae"])
+def test_an_adetailer_vae_is_read_by_its_file_name_or_its_stem(vae: str) -> None:
+    """ADetailer writes a VAE's file name (as Easel does); its stem names the same file."""
+    unit = (
+        f"ADetailer model: face_yolov8n.pt, ADetailer use separate VAE: True, ADetailer VAE: {vae}"
+    )
+    text = WEB_UI_TEXT + "Model: tiny, VAE: clear-vae.safetensors, " + unit
+    result = request_from_infotext_text(text, INSTALLED)
+    assert result.request.options["vae"] == "clear-vae"
+    assert result.unhonoured == [DETECTOR_NOTE]
 
 
 @pytest.mark.parametrize(
@@ -765,9 +792,50 @@ FLUX_TRUE_CFG = (
 def test_flux_s_distilled_guidance_is_read_as_the_cfg_of_a_distilled_model(
     written: str, flux: bool, cfg: float, told: list[str]
 ) -> None:
-    installed = dataclasses.replace(INSTALLED, flow_models=["tiny"] if flux else [])
-    result = request_from_infotext_text(WEB_UI_TEXT + written, installed)
-    assert (result.request.cfg_scale, result.unhonoured) == (cfg, told)
+    """An SD 3 model is a flow model whose CFG is true CFG: it reads the text as SD does."""
+    for flow in [True] if flux else [False, True]:  # not Flux: SD, then SD 3
+        installed = dataclasses.replace(
+            INSTALLED,
+            flow_models=["tiny"] if flow else [],
+            distilled_models=["tiny"] if flux else [],
+        )
+        result = request_from_infotext_text(WEB_UI_TEXT + written, installed)
+        assert (result.request.cfg_scale, result.unhonoured) == (cfg, told)
+
+
+@pytest.mark.parametrize(
+    ("written", "variation_seed", "told"),
+    [
+        (7, 7, None),
+        (-1, -1, None),  # random, drawn at admission
+        # Another UI's 64-bit seed: its low 32 bits, as the main seed's.
+        (2**63 + 5, 5, f"is past {MAX_SEED}, the largest kept here; variation seed 5 (its"),
+        (2**64 - 1, 2**32 - 1, "; variation seed 4294967295 (its low 32 bits"),
+        (-7, -1, f"is not a whole number between 0 and {MAX_SEED}; a random variation seed"),
+    ],
+)
+def test_a_variation_seed_is_read_by_the_seed_s_rule(
+    written: int, variation_seed: int, told: str | None
+) -> None:
+    """A pasted variation seed the journal cannot keep renders as a pasted seed does (RR2:
+    one past 2**63 - 1 was refused, rendering with no variation): its low 32 bits, or a random
+    one, each told naming it."""
+    text = f"a cat\nSeed: 3, Variation seed: {written}, Variation seed strength: 0.3, RNG: CPU"
+    fields, unhonoured = imported(text)
+    assert fields["variation"] == (variation_seed, 0.3)
+    if told is None:
+        assert unhonoured == []
+    else:
+        [note] = unhonoured
+        assert note.startswith(f"the picture's variation seed {written} ") and told in note
+
+
+def test_a_variation_refused_for_its_strength_tells_nothing_of_its_seed() -> None:
+    text = f"a cat\nSeed: 3, Variation seed: {2**63 + 5}, Variation seed strength: 3, RNG: CPU"
+    fields, unhonoured = imported(text)
+    assert fields["variation"] == (None, 0.0)
+    [note] = unhonoured
+    assert note.startswith("variation seed: ") and note.endswith("rendered without a variation")
 
 
 EASEL_GRID = (
@@ -775,7 +843,7 @@ EASEL_GRID = (
     "Model: tiny, RNG: CPU, Template: {template}, Version: Easel 0.1.0, "
     "Grid: {count} images, Grid seeds: {seeds}{more}"
 )
-GRID_SEEDS = "between 0 and 18446744073709551615"
+GRID_SEEDS = "between 0 and 9223372036854775807"
 # What was typed: at seed 100 (and 4294967295) it draws the "two red foxes" the grid shows.
 GRID_TEMPLATE = "two {red|blue} foxes"
 
@@ -789,8 +857,7 @@ def easel_grid(seed: int, seeds: str, more: str = "", template: str = GRID_TEMPL
     ("seed", "seeds", "more"),
     [
         (100, "100 101 102 103", ""),
-        # Easel's seeds wrap past 2**32 - 1 to 0; the web UI's go on: both read back.
-        (4294967295, "4294967295 0 1 2", ""),
+        # Past 2**32 - 1 the seeds go on, as the web UI's (and Easel's since) do.
         (4294967295, "4294967295 4294967296 4294967297 4294967298", ""),
         # A varied batch keeps its seed and steps its variation seed.
         (100, "100 100 100 100", ", Variation seed: 7, Variation seed strength: 0.3"),
@@ -828,7 +895,7 @@ NOT_DRAWN = "its Template does not draw the prompt shown at seed 100"
         ("100 101 x 103", "", GRID_TEMPLATE, NOT_WHOLE),
         ("100 -101", "", GRID_TEMPLATE, NOT_WHOLE),
         ("100 " + "1" * 30, "", GRID_TEMPLATE, NOT_WHOLE),
-        ("100 18446744073709551616", "", GRID_TEMPLATE, NOT_WHOLE),
+        ("100 9223372036854775808", "", GRID_TEMPLATE, NOT_WHOLE),
         # Arabic-Indic digits: int() reads them, but Easel writes no such seed.
         ("100 \u0661\u0660\u0661", "", GRID_TEMPLATE, NOT_WHOLE),
         # A Template with nothing to render: not an empty batch, charged.

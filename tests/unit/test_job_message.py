@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from bot.jobs.broker.wire import WIRE_VERSION, JobMessage
+from bot.jobs.broker.wire import WIDE_SEEDS_VERSION, WIRE_VERSION, JobMessage, job_wire_version
 from inference.types import RenderRequest
 
 PROMPT = "\N{GRINNING FACE} \N{CJK UNIFIED IDEOGRAPH-732B} caf\N{LATIN SMALL LETTER E WITH ACUTE}"
@@ -29,7 +29,7 @@ def test_a_lone_surrogate_and_a_message_encoded_before_read_back() -> None:
     ).encode()
     assert JobMessage.decode(JobMessage("job", lone, (), "s").encode()).request == lone
     # Nor did it write a version: the oldest.
-    assert JobMessage.decode(escaped) == JobMessage("job", before, (), "s", wire=0)
+    assert JobMessage.decode(escaped) == JobMessage("job", before, (), "s", wire=0, written=0)
 
 
 def test_a_job_of_this_version_or_an_older_bots_is_honoured() -> None:
@@ -37,7 +37,7 @@ def test_a_job_of_this_version_or_an_older_bots_is_honoured() -> None:
     current = JobMessage.decode(JobMessage("job", request, (), "s").encode())
     assert (current.wire, current.too_new()) == (WIRE_VERSION, None)
     body = json.loads(JobMessage("job", request, (), "s").encode())
-    del body["wire"]  # as a bot from before versions wrote it
+    del body["wire"], body["written"]  # as a bot from before versions wrote it
     older = JobMessage.decode(json.dumps(body).encode())
     assert (older.wire, older.too_new(), older.request) == (0, None, request)
     # A field a later Easel dropped, in an older bot's request: not a reason to refuse it.
@@ -61,3 +61,27 @@ def test_a_job_of_a_newer_bot_says_why_it_cannot_be_honoured() -> None:
     )
     # The request itself still reads (the bot's journal reads old and new requests alike).
     assert unknown.request == RenderRequest("a cat", seed=1)
+
+
+def test_a_job_is_marked_with_the_oldest_version_that_renders_it_as_asked() -> None:
+    """A worker of version 1 refused seeds past 2**32 - 1 and wrapped a batch's seed + i
+    there: only the jobs whose pictures' seeds go past it are marked version 2, so version 1
+    workers go on rendering the others in a rolling upgrade, and decline those."""
+    top = 2**32 - 1
+    for within in (RenderRequest("a", seed=top), RenderRequest("a", seed=top - 3, count=4)):
+        assert job_wire_version(within) == 1
+    for past in (
+        RenderRequest("a", seed=top + 1),
+        RenderRequest("a", seed=top, count=2),
+        RenderRequest("a", seed=1, variation_seed=top - 1, variation_strength=0.5, count=3),
+    ):
+        assert job_wire_version(past) == WIDE_SEEDS_VERSION
+    # The bot's own version still refuses a field the worker does not know, in a job of any.
+    body = json.loads(JobMessage("job", RenderRequest("a", seed=1), (), "s", wire=1).encode())
+    request = json.loads(body["request"])
+    request["guidance_rescale"] = 0.7
+    unknown = JobMessage.decode(json.dumps({**body, "request": json.dumps(request)}).encode())
+    assert (unknown.wire, unknown.written) == (1, WIRE_VERSION)
+    assert unknown.too_new() == (
+        "its request has fields this worker does not know (guidance_rescale)"
+    )

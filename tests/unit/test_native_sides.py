@@ -1,4 +1,4 @@
-"""Services.native_side: a model's native side (what an unsized request is priced at) is read
+"""Services.native_sides_of: a model's native side (what an unsized request is priced at) is read
 from its configs once, on a thread, and then answered from memory until what it was read
 from changes (the event loop asks it before a command's acknowledgement)."""
 
@@ -34,6 +34,12 @@ def diffusers_model(folder: Path, unet_sample_size: int) -> None:
 
 def write_config(folder: Path, unet_sample_size: int) -> None:
     (folder / "unet" / "config.json").write_text(json.dumps({"sample_size": unet_sample_size}))
+
+
+async def side_of(services: Services, model: str | None) -> int:
+    """``model``'s native side, asked alone."""
+    [side] = await services.native_sides_of([model])
+    return side
 
 
 def settled(*paths: Path) -> None:
@@ -98,17 +104,17 @@ async def test_a_native_side_is_read_once_until_its_config_changes(
 ) -> None:
     sd = services.registry.models_dir / "sd"
     diffusers_model(sd, unet_sample_size=64)
-    assert await services.native_side("sd") == 512
-    assert await services.native_side("sd") == 512  # just written: not kept yet
+    assert await side_of(services, "sd") == 512
+    assert await side_of(services, "sd") == 512  # just written: not kept yet
     settled(sd, sd / "unet" / "config.json")
-    assert hops == ["read_native_side"] * 2
+    assert hops == ["read_native_sides"] * 2
     for _ in range(3):
-        assert await services.native_side("sd") == 512
-    assert hops == ["read_native_side"] * 3
+        assert await side_of(services, "sd") == 512
+    assert hops == ["read_native_sides"] * 3
     write_config(sd, unet_sample_size=128)  # in place
     clock.past_the_window()
-    assert await services.native_side("sd") == 1024
-    assert hops == ["read_native_side"] * 4
+    assert await side_of(services, "sd") == 1024
+    assert hops == ["read_native_sides"] * 4
 
 
 async def test_a_kept_side_is_taken_without_a_stat_for_a_second_then_looked_at_again(
@@ -119,7 +125,7 @@ async def test_a_kept_side_is_taken_without_a_stat_for_a_second_then_looked_at_a
     sd = services.registry.models_dir / "sd"
     diffusers_model(sd, unet_sample_size=64)
     settled(sd, sd / "unet" / "config.json")
-    assert await services.native_side("sd") == 512
+    assert await side_of(services, "sd") == 512
     stats: list[object] = []
     stat = os.stat
 
@@ -131,11 +137,11 @@ async def test_a_kept_side_is_taken_without_a_stat_for_a_second_then_looked_at_a
     write_config(sd, unet_sample_size=128)  # in place, within the second
     clock.now_ns += SCAN_MAX_AGE_NS - 1
     for _ in range(3):
-        assert await services.native_side("sd") == 512
+        assert await side_of(services, "sd") == 512
     assert stats == []
     clock.now_ns += 1
-    assert await services.native_side("sd") == 1024
-    assert stats and hops == ["read_native_side"] * 2
+    assert await side_of(services, "sd") == 1024
+    assert stats and hops == ["read_native_sides"] * 2
 
 
 async def test_the_first_installed_is_read_again_when_another_model_comes_first(
@@ -144,12 +150,31 @@ async def test_the_first_installed_is_read_again_when_another_model_comes_first(
     models = services.registry.models_dir
     diffusers_model(models / "b", unet_sample_size=64)
     settled(models, models / "b", models / "b" / "unet" / "config.json")
-    assert await services.native_side(None) == 512
-    assert await services.native_side(None) == 512
+    assert await side_of(services, None) == 512
+    assert await side_of(services, None) == 512
     diffusers_model(models / "a", unet_sample_size=128)  # first by name now
     clock.past_the_window()
-    assert await services.native_side(None) == 1024
-    assert hops == ["read_native_side"] * 2
+    assert await side_of(services, None) == 1024
+    assert hops == ["read_native_sides"] * 2
+
+
+async def test_a_comparison_s_models_not_kept_are_read_in_one_hop_and_then_from_memory(
+    services: Services, hops: list[str]
+) -> None:
+    """A /compare asks for each model of its axis before its acknowledgement: one hop for
+    those not kept (before: one hop per model), none once they are."""
+    models = services.registry.models_dir
+    for name, latent_side in (("a", 64), ("b", 128), ("c", 96)):
+        diffusers_model(models / name, unet_sample_size=latent_side)
+        settled(models / name, models / name / "unet" / "config.json")
+    settled(models)
+    assert await side_of(services, "b") == 1024
+    assert hops == ["read_native_sides"]
+    asked = ["a", "b", "c", "on-a-worker"]
+    assert await services.native_sides_of(asked) == [512, 1024, 768, UNKNOWN_MODEL_SIDE]
+    assert hops == ["read_native_sides"] * 2  # one for the three not kept
+    assert await services.native_sides_of(asked) == [512, 1024, 768, UNKNOWN_MODEL_SIDE]
+    assert hops == ["read_native_sides"] * 2
 
 
 async def test_models_not_here_are_priced_at_the_fallback_read_once(
@@ -157,8 +182,8 @@ async def test_models_not_here_are_priced_at_the_fallback_read_once(
 ) -> None:
     """A broker's workers hold the models: nothing to read here, and no hop after the first."""
     for _ in range(3):
-        assert await services.native_side("on-a-worker") == UNKNOWN_MODEL_SIDE
-    assert hops == ["read_native_side"]
+        assert await side_of(services, "on-a-worker") == UNKNOWN_MODEL_SIDE
+    assert hops == ["read_native_sides"]
 
 
 async def test_a_model_copied_into_a_folder_searched_earlier_takes_the_name_and_its_side(
@@ -170,14 +195,14 @@ async def test_a_model_copied_into_a_folder_searched_earlier_takes_the_name_and_
     sd15 = models / "Stable-diffusion" / "m"
     diffusers_model(sd15, unet_sample_size=64)
     settled(models, sd15.parent, sd15, sd15 / "unet" / "config.json")
-    assert await services.native_side("m") == 512
+    assert await side_of(services, "m") == 512
     clock.past_the_window()
-    assert await services.native_side("m") == 512  # nothing changed: from memory
-    assert hops == ["read_native_side"]
+    assert await side_of(services, "m") == 512  # nothing changed: from memory
+    assert hops == ["read_native_sides"]
     diffusers_model(models / "m", unet_sample_size=128)
     clock.past_the_window()
-    assert await services.native_side("m") == 1024
-    assert hops == ["read_native_side"] * 2
+    assert await side_of(services, "m") == 1024
+    assert hops == ["read_native_sides"] * 2
 
 
 async def test_a_name_another_checkpoint_may_yet_take_is_looked_up_again_each_second(
@@ -203,15 +228,15 @@ async def test_a_name_another_checkpoint_may_yet_take_is_looked_up_again_each_se
         sdxl,
         sdxl / "unet",
     )
-    assert await services.native_side("m") == 512
-    assert await services.native_side("m") == 512
-    assert hops == ["read_native_side"]
+    assert await side_of(services, "m") == 512
+    assert await side_of(services, "m") == 512
+    assert hops == ["read_native_sides"]
     clock.past_the_window()
-    assert await services.native_side("m") == 512
-    assert hops == ["read_native_side"] * 2
+    assert await side_of(services, "m") == 512
+    assert hops == ["read_native_sides"] * 2
     weights.write_bytes(whole)  # the copy ends
     clock.past_the_window()
-    assert await services.native_side("m") == 1024
+    assert await side_of(services, "m") == 1024
 
 
 def unet_weights(folder: Path) -> Path:
@@ -244,10 +269,10 @@ async def test_a_checkpoint_folder_made_with_the_name_in_it_takes_the_name(
     sd15 = models / "checkpoints" / "m"
     diffusers_model(sd15, unet_sample_size=64)
     settled(models, sd15.parent, sd15, sd15 / "unet" / "config.json")
-    assert await services.native_side("m") == 512
+    assert await side_of(services, "m") == 512
     single_file_model(models / "Stable-diffusion" / "m.safetensors")  # searched before
     clock.past_the_window()
-    assert await services.native_side("m") == 1024
+    assert await side_of(services, "m") == 1024
 
 
 async def test_a_model_not_found_is_read_again_once_installed(
@@ -256,13 +281,13 @@ async def test_a_model_not_found_is_read_again_once_installed(
     models = services.registry.models_dir
     (models / "Stable-diffusion").mkdir(parents=True)
     settled(models, models / "Stable-diffusion")
-    assert await services.native_side("m") == UNKNOWN_MODEL_SIDE
+    assert await side_of(services, "m") == UNKNOWN_MODEL_SIDE
     clock.past_the_window()
-    assert await services.native_side("m") == UNKNOWN_MODEL_SIDE
-    assert hops == ["read_native_side"]
+    assert await side_of(services, "m") == UNKNOWN_MODEL_SIDE
+    assert hops == ["read_native_sides"]
     single_file_model(models / "checkpoints" / "m.safetensors")
     clock.past_the_window()
-    assert await services.native_side("m") == 1024
+    assert await side_of(services, "m") == 1024
 
 
 @pytest.mark.parametrize("asked", ["m", None], ids=["by-its-name", "first-installed"])
@@ -278,26 +303,26 @@ async def test_a_model_added_in_a_checkpoint_subfolder_is_read_at_the_next_windo
     sdxl.mkdir(parents=True)
     settled(*models.rglob("*"), models)
     before = UNKNOWN_MODEL_SIDE if asked else 512
-    assert await services.native_side(asked) == before
+    assert await side_of(services, asked) == before
     clock.past_the_window()
-    assert await services.native_side(asked) == before
-    assert hops == ["read_native_side"]
+    assert await side_of(services, asked) == before
+    assert hops == ["read_native_sides"]
     single_file_model(sdxl / "m.safetensors")
     settled(sdxl / "m.safetensors")  # a whole copy: no top folder's time moved
     clock.past_the_window()
-    assert await services.native_side(asked) == 1024
-    assert hops == ["read_native_side"] * 2
+    assert await side_of(services, asked) == 1024
+    assert hops == ["read_native_sides"] * 2
 
 
 async def test_a_model_put_in_a_models_folder_made_since_the_read_is_read_at_the_next_window(
     services: Services, clock: Clock
 ) -> None:
     """No models folder at the read: its absence is stamped, so its coming is a change."""
-    assert await services.native_side(None) == UNKNOWN_MODEL_SIDE
+    assert await side_of(services, None) == UNKNOWN_MODEL_SIDE
     clock.past_the_window()
     single_file_model(services.registry.models_dir / "Stable-diffusion" / "m.safetensors")
     clock.past_the_window()
-    assert await services.native_side(None) == 1024
+    assert await side_of(services, None) == 1024
 
 
 async def test_the_first_installed_is_read_again_when_a_copy_sorting_first_ends_in_place(
@@ -310,10 +335,10 @@ async def test_the_first_installed_is_read_again_when_a_copy_sorting_first_ends_
     copying = models / "a.safetensors"
     single_file_model(copying, whole=False)
     settled(models, models / "b", models / "b" / "unet" / "config.json", copying)
-    assert await services.native_side(None) == 512
+    assert await side_of(services, None) == 512
     single_file_model(copying)  # the copy ends
     clock.past_the_window()
-    assert await services.native_side(None) == 1024
+    assert await side_of(services, None) == 1024
 
 
 def checkpoint(path: Path) -> None:
@@ -343,11 +368,11 @@ async def test_a_checkpoint_hidden_in_the_winners_folder_makes_no_read_each_seco
     checkpoint(models / winner)
     checkpoint(models / hidden)
     settled(*models.rglob("*"), models)
-    assert await services.native_side("m") == side
+    assert await side_of(services, "m") == side
     for _ in range(10):
         clock.past_the_window()
-        assert await services.native_side("m") == side
-    assert hops == ["read_native_side"]
+        assert await side_of(services, "m") == side
+    assert hops == ["read_native_sides"]
 
 
 async def test_a_contested_name_is_read_again_by_one_ask_of_a_burst_each_second(
@@ -360,12 +385,12 @@ async def test_a_contested_name_is_read_again_by_one_ask_of_a_burst_each_second(
     diffusers_model(sd15, unet_sample_size=64)
     single_file_model(models / "m.safetensors", whole=False)
     settled(*models.rglob("*"), models)
-    assert await services.native_side("m") == 512
+    assert await side_of(services, "m") == 512
     for window in range(1, 4):
         clock.past_the_window()
-        sides = await asyncio.gather(*(services.native_side("m") for _ in range(8)))
+        sides = await asyncio.gather(*(side_of(services, "m") for _ in range(8)))
         assert sides == [512] * 8
-        assert hops == ["read_native_side"] * (1 + window)
+        assert hops == ["read_native_sides"] * (1 + window)
 
 
 async def test_a_side_read_as_a_checkpoint_folder_changed_is_looked_up_again_each_second(
@@ -378,12 +403,12 @@ async def test_a_side_read_as_a_checkpoint_folder_changed_is_looked_up_again_eac
     sd15 = models / "Stable-diffusion" / "m"
     diffusers_model(sd15, unet_sample_size=64)
     settled(sd15.parent, sd15, sd15 / "unet" / "config.json")
-    assert await services.native_side("m") == 512  # the models folder was just written
+    assert await side_of(services, "m") == 512  # the models folder was just written
     tick = models.stat()
     single_file_model(models / "m.safetensors")
     os.utime(models, ns=(tick.st_atime_ns, tick.st_mtime_ns))  # within the same tick
     clock.past_the_window()
-    assert await services.native_side("m") == 1024
+    assert await side_of(services, "m") == 1024
 
 
 async def test_a_kept_side_stats_the_checkpoint_folders_and_what_it_was_read_from_once_a_second(
@@ -393,7 +418,7 @@ async def test_a_kept_side_stats_the_checkpoint_folders_and_what_it_was_read_fro
     m = models / "unet" / "m"
     diffusers_model(m, unet_sample_size=64)
     settled(*models.rglob("*"), models)
-    assert await services.native_side("m") == 512
+    assert await side_of(services, "m") == 512
     stats: list[Path] = []
     stat = os.stat
 
@@ -403,12 +428,12 @@ async def test_a_kept_side_stats_the_checkpoint_folders_and_what_it_was_read_fro
 
     monkeypatch.setattr(os, "stat", counted)
     clock.past_the_window()
-    assert await services.native_side("m") == 512
+    assert await side_of(services, "m") == 512
     # The checkpoint folders' trees: the models folder and unet/ (the others are not there).
     folders = [models, models / "unet"]
     read_from = [m / "unet" / "config.json", m / "vae" / "config.json", m]
     assert sorted(stats) == sorted([*read_from, *folders])
-    assert hops == ["read_native_side"]
+    assert hops == ["read_native_sides"]
 
 
 @pytest.mark.parametrize("sample_size", ["null", '"64"', "1e999", "0", "[]", '{"height": 64}'])
@@ -423,8 +448,8 @@ async def test_a_config_without_a_whole_sample_size_prices_at_the_fallback_read_
     config.write_text(f'{{"sample_size": {sample_size}}}')
     settled(sd, config)
     for _ in range(3):
-        assert await services.native_side("sd") == UNKNOWN_MODEL_SIDE
-    assert hops == ["read_native_side"]
+        assert await side_of(services, "sd") == UNKNOWN_MODEL_SIDE
+    assert hops == ["read_native_sides"]
     with pytest.raises(ValueError, match=f"{config} gives sample_size .*not a positive whole"):
         native_side(services.registry.resolve("sd"))
 
@@ -433,7 +458,7 @@ async def test_a_sample_size_of_height_and_width_gives_the_height(services: Serv
     sd = services.registry.models_dir / "sd"
     diffusers_model(sd, unet_sample_size=64)
     (sd / "unet" / "config.json").write_text('{"sample_size": [128, 96]}')
-    assert await services.native_side("sd") == 1024
+    assert await side_of(services, "sd") == 1024
 
 
 async def test_a_read_failing_as_no_reader_foresaw_prices_at_the_fallback_read_once(
@@ -448,8 +473,8 @@ async def test_a_read_failing_as_no_reader_foresaw_prices_at_the_fallback_read_o
 
     monkeypatch.setattr(bot.services, "native_side", overlooked)
     for _ in range(3):
-        assert await services.native_side("sd") == UNKNOWN_MODEL_SIDE
-    assert hops == ["read_native_side"]
+        assert await side_of(services, "sd") == UNKNOWN_MODEL_SIDE
+    assert hops == ["read_native_sides"]
 
 
 async def test_a_first_model_copied_into_an_empty_folder_is_read_once_its_copy_ends(
@@ -462,12 +487,12 @@ async def test_a_first_model_copied_into_an_empty_folder_is_read_once_its_copy_e
     whole = stand_in_checkpoint(half).read_bytes()
     half.write_bytes(whole[:-2])
     settled(models, half)
-    assert await services.native_side(None) == UNKNOWN_MODEL_SIDE
+    assert await side_of(services, None) == UNKNOWN_MODEL_SIDE
     half.write_bytes(whole)  # the copy ends, in place
     settled(half)
     clock.past_the_window()
-    assert await services.native_side(None) == native_side(services.registry.resolve(None))
-    assert hops == ["read_native_side"] * 2
+    assert await side_of(services, None) == native_side(services.registry.resolve(None))
+    assert hops == ["read_native_sides"] * 2
 
 
 async def test_a_winner_s_weights_written_over_in_place_leave_the_name_to_the_one_behind(
@@ -484,18 +509,18 @@ async def test_a_winner_s_weights_written_over_in_place_leave_the_name_to_the_on
     whole = weights.read_bytes()
     single_file_model(models / "Stable-diffusion" / "m.safetensors")
     settled(*models.rglob("*"), models)
-    assert await services.native_side("m") == 512
+    assert await side_of(services, "m") == 512
     clock.past_the_window()
-    assert await services.native_side("m") == 512  # nothing changed: from memory
-    assert hops == ["read_native_side"]
+    assert await side_of(services, "m") == 512  # nothing changed: from memory
+    assert hops == ["read_native_sides"]
     weights.write_bytes(whole[:-8])  # a half copy over it, in place
     settled(weights)
     clock.past_the_window()
-    assert await services.native_side("m") == 1024
+    assert await side_of(services, "m") == 1024
     weights.write_bytes(whole)  # the copy ends
     settled(weights)
     clock.past_the_window()
-    assert await services.native_side("m") == 512
+    assert await side_of(services, "m") == 512
 
 
 async def test_a_split_winner_s_part_written_over_in_place_leaves_the_name_to_the_one_behind(
@@ -511,7 +536,7 @@ async def test_a_split_winner_s_part_written_over_in_place_leaves_the_name_to_th
     write_tiny_flow_checkpoint(models / "Stable-diffusion" / "m.safetensors", parts_dir=models)
     diffusers_model(models / "checkpoints" / "m", unet_sample_size=64)
     settled(*models.rglob("*"), models)
-    first = await services.native_side("m")
+    first = await side_of(services, "m")
     assert first != 512
     t5 = models / "text_encoder" / "tiny-t5xxl.safetensors"
     whole = t5.read_bytes()
@@ -519,8 +544,8 @@ async def test_a_split_winner_s_part_written_over_in_place_leaves_the_name_to_th
     settled(t5)
     clock.past_the_window()
     assert services.registry.resolve("m").path.parent.name == "checkpoints"
-    assert await services.native_side("m") == 512
+    assert await side_of(services, "m") == 512
     t5.write_bytes(whole)  # the copy ends
     settled(t5)
     clock.past_the_window()
-    assert await services.native_side("m") == first
+    assert await side_of(services, "m") == first

@@ -17,9 +17,13 @@ import pytest
 
 from bot.engines import PROGRESS_EDIT_INTERVAL_S
 from bot.jobs.queue import FinishedJob, JobState
+from cogs.contexts import _RECEIVED_AT
 from cogs.results import progress as progress_module
 from cogs.results.posting import DiscordResults, _original_response_recorded
 from cogs.results.progress import (
+    INTERACTION_TOKEN_LIFETIME_S,
+    RECEIPTS_KEPT_S,
+    LastMinute,
     Pointer,
     ProgressMessages,
     _moved_enough,
@@ -115,6 +119,8 @@ async def test_show_queued_returns_once_its_first_edit_is_done_while_ticks_go_on
         guild_id=1,
         channel_id=2,
         followup=followup,
+        extras={},  # not from the gateway: no receipt (``received_at``)
+        data=None,
     )
     shown = asyncio.ensure_future(
         messages.show_queued(job_id, cast(Any, interaction), spoiler=False, private=False)
@@ -598,10 +604,12 @@ class _EphemeralFollowup(_RecordingFollowup):
         return SimpleNamespace(id=_MADE_NOW, flags=SimpleNamespace(ephemeral=True))
 
 
-async def test_a_private_place_says_its_last_word_only_while_queued() -> None:
-    """A private job whose token ends within the minute says its last word only while it is
-    queued: one just handed to a device is not told "Queued" then, and its progress goes on
-    until its token ends (review R_FAUD3: a stale place, then no progress for a minute)."""
+async def test_a_private_message_says_in_its_tokens_last_minute_where_the_result_goes() -> None:
+    """A private job whose token ends within the minute says so, and where its result goes:
+    a queued one's place is said last; one just handed to a device is not told "Queued" then
+    (review R_FAUD3), its progress goes on, each edit saying until when (the token's end as a
+    Discord timestamp, true whenever the last one landed: R_FX35 D4), so a render that
+    outlasts the token never freezes at "Rendering" (AUD35 F1)."""
     clock = [1000.0]
     messages = ProgressMessages(cast(discord.Client, None), monotonic=lambda: clock[0])
     await messages.close()  # the rounds are run by hand
@@ -612,19 +620,83 @@ async def test_a_private_place_says_its_last_word_only_while_queued() -> None:
         False,
         on_deleted=_nothing,
         on_landed=_landed_nowhere,
-        last_word_due=lambda: True,
+        last_minute=LastMinute(lambda: True, 1_700_000_840.9),
     )
     watched.place_shown = _queued(1)
     messages._watched[job_id] = watched
     messages._show_places_again(lambda job_ids: {}, edits_allowed=5)  # rendering now
     await watched.settle()
-    assert followup.sent == []
+    ends = "Its progress shows here until <t:1700000840:T>."
+    direct = "if it is posted before <t:1700000840:T>, else to your direct messages if they are"
+    assert followup.sent[-1].startswith(f"🎨 Rendering…\n{ends}") and direct in followup.sent[-1]
+    # Said once, not each round: the rounds end (its progress edits say it from now on).
+    assert not messages._show_places_again(lambda job_ids: {}, edits_allowed=5)
+    assert len(followup.sent) == 1
     clock[0] += PROGRESS_EDIT_INTERVAL_S
     messages.progress(job_id, StepProgress(step=5, total_steps=20, elapsed_s=1.0))
     await watched.settle()
-    assert [text.split(" ")[1] for text in followup.sent] == ["Rendering"]
+    assert followup.sent[-1].startswith(f"🎨 Rendering — 25% (step 5/20).\n{ends}")
+    assert not watched.last_word_said  # its progress goes on while the token lives
     watched.place_shown = _queued(2)  # put back in the queue (its device lost)
     messages._show_places_again(lambda job_ids: {job_id: _queued(2)}, edits_allowed=5)
     await watched.settle()
     assert "Its place is shown here no more" in followup.sent[-1]
     assert watched.last_word_said
+
+
+def _received_now(clock: list[float]) -> Any:
+    """A command's interaction, received now on ``clock`` (the monotonic one)."""
+    return SimpleNamespace(extras={_RECEIVED_AT: clock[0]}, data={})
+
+
+async def test_a_receipt_judges_its_token_for_a_day_whatever_else_comes() -> None:
+    """The host's wall clock ten minutes behind Discord's: a token is judged from its receipt,
+    dead at 14 minutes, though another command's receipt comes after (R_FX35 D3), and after
+    its delivery (a /forget-me's retraction of its post judges it then: RF1 LOW-2); a receipt
+    RECEIPTS_KEPT_S old goes at the next, and its token is judged on the wall clock."""
+    monotonic, discord_now = [1000.0], [1_700_000_000.0]
+    messages = ProgressMessages(
+        cast(discord.Client, None),
+        wall_clock=lambda: discord_now[0] - 600,
+        monotonic=lambda: monotonic[0],
+    )
+    made_at = discord_now[0]
+    messages._received("a", _received_now(monotonic))
+    monotonic[0] += INTERACTION_TOKEN_LIFETIME_S + 30
+    discord_now[0] += INTERACTION_TOKEN_LIFETIME_S + 30
+    messages._received("b", _received_now(monotonic))  # another member's command
+    assert not messages._alive("a", made_at)
+    assert not messages._token_ends_soon("a", made_at)
+    assert messages._alive("b", discord_now[0])
+    on_receipt = messages._token_age_s("a", made_at)
+    monotonic[0] += RECEIPTS_KEPT_S
+    discord_now[0] += RECEIPTS_KEPT_S
+    assert messages._token_age_s("a", made_at) == on_receipt + RECEIPTS_KEPT_S
+    messages._received("c", _received_now(monotonic))
+    assert messages._token_age_s("a", made_at) == discord_now[0] - 600 - made_at
+
+
+@pytest.mark.parametrize(
+    ("received_ago_s", "made_ago_s", "alive"), [(1, 3600, True), (841, 0, False)]
+)
+def test_an_answers_token_is_judged_from_its_receipt_not_the_hosts_wall_clock(
+    received_ago_s: float, made_ago_s: float, alive: bool
+) -> None:
+    """/forget-me's answer is edited with its posts' outcome while its token lives, judged as
+    a job's (R_FX35 D5): the wall clock an hour ahead (made an hour ago by it), or behind; on
+    the results' clocks, so moving them (``tests.e2e.helpers.past_the_tokens``) ends it."""
+    monotonic, wall = [1000.0], [1_700_000_000.0]
+    messages = ProgressMessages(
+        cast(discord.Client, None), wall_clock=lambda: wall[0], monotonic=lambda: monotonic[0]
+    )
+    made_at = datetime.datetime.fromtimestamp(wall[0] - made_ago_s, datetime.UTC)
+    interaction = cast(
+        discord.Interaction[Any],
+        SimpleNamespace(
+            extras={_RECEIVED_AT: monotonic[0] - received_ago_s}, data={}, created_at=made_at
+        ),
+    )
+    assert messages.token_alive_of(interaction) is alive
+    monotonic[0] += INTERACTION_TOKEN_LIFETIME_S
+    wall[0] += INTERACTION_TOKEN_LIFETIME_S
+    assert not messages.token_alive_of(interaction)

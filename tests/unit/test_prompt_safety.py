@@ -60,10 +60,10 @@ def test_every_picture_of_a_request_is_checked(wildcards: Path) -> None:
 
 
 def test_a_batch_at_the_top_seed_is_checked_with_the_seeds_it_renders(wildcards: Path) -> None:
-    """The second picture of ``--seed 4294967295 --count 2`` renders at seed 0 (before, it
-    was refused as seed 4294967296, a seed the member never typed)."""
+    """The second picture of ``--seed 4294967295 --count 2`` renders at seed 4294967296, as
+    the web UI counts, and is checked with what that seed draws."""
     library = WildcardLibrary(wildcards)
-    banned = expand_prompt("__pet__", 0, library)[0].text  # what seed 0 draws
+    banned = expand_prompt("__pet__", 4294967296, library)[0].text
     assert expand_prompt("__pet__", 4294967295, library)[0].text != banned
     top = RenderRequest("a __pet__", seed=4294967295, count=2)
     plan_request(dataclasses.replace(top, count=1), {banned}, wildcards)
@@ -250,7 +250,7 @@ def test_a_varied_batch_is_planned_at_the_seed_the_engine_renders(wildcards: Pat
     assert [job.seed for job in jobs] == [seed, seed]
     assert [job.variation_seed for job in jobs] == [
         checked.variation_seed,
-        (checked.variation_seed + 1) % 2**32,
+        checked.variation_seed + 1,
     ]
     with pytest.raises(UserError, match="'cat' is banned"):  # without a variation: seed + 1
         plan_request(dataclasses.replace(varied, variation_strength=0.0), {"cat"}, wildcards)

@@ -114,7 +114,7 @@ def test_a_picture_made_result_journaled_with_an_aspect_ratio_remixes_unchanged(
         (
             "seed",
             "-5",
-            "seed must be a whole number between 0 and 18446744073709551615, or -1 for a rand",
+            "seed must be a whole number between 0 and 9223372036854775807, or -1 for a rand",
         ),
         ("steps_cfg", "20", "must be two numbers separated by a comma"),
         ("steps_cfg", "0, 7", "steps"),

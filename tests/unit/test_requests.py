@@ -86,24 +86,25 @@ def test_missing_size_is_native_or_the_input_picture() -> None:
 
 
 def test_seed_minus_one_becomes_concrete_and_bounds_are_named() -> None:
-    assert 0 <= resolve_seed(-1) <= MAX_SEED
+    assert 0 <= resolve_seed(-1) < 2**32  # drawn as the web UI draws its own
     assert resolve_seed(7) == 7
-    # Past 2**32 - 1, the web UI's seed: the one giving its noise (as /use-settings reads it).
-    assert resolve_seed(MAX_SEED + 2) == 1
-    with pytest.raises(RequestError, match="between 0 and 18446744073709551615, or -1"):
-        resolve_seed(2**64)
+    # Past 2**32 - 1 too (the web UI's seed + i): rendered and recorded as given.
+    assert resolve_seed(2**32 + 1) == 2**32 + 1
+    assert resolve_seed(MAX_SEED) == MAX_SEED
+    with pytest.raises(RequestError, match="between 0 and 9223372036854775807, or -1"):
+        resolve_seed(2**63)
 
 
 def test_imagine_takes_a_caption_s_seed_past_32_bits_as_option_and_flag() -> None:
-    """A grid past 2**32 - 1 names the web UI's seeds (4294967296): typed back, as the seed
-    option or ``--seed``, each renders at the seed giving its noise, as /use-settings does."""
+    """A grid past 2**32 - 1 names seeds such as 4294967296: typed back, as the seed option
+    or ``--seed``, each renders at that seed, as /use-settings reads it."""
     [seed_option] = [p for p in ImagineCog.imagine.parameters if p.name == "seed"]
     assert seed_option.max_value == 2**53 - 1  # Discord's integer options stop there
     for options in (
         ImagineOptions(prompt="a fox", seed=4294967296),
         ImagineOptions(prompt="a fox --seed 4294967296"),
     ):
-        assert build_request(options).seed == 0
+        assert build_request(options).seed == 4294967296
 
 
 def test_build_request_fills_defaults_and_validates() -> None:
@@ -135,7 +136,7 @@ def test_reroll_changes_only_the_seed() -> None:
 
 
 def test_one_picture_of_a_batch_alone_keeps_its_recorded_seed_and_its_variation_seed() -> None:
-    varied = RenderRequest("a cat", seed=10, count=3, variation_seed=4294967295)
+    varied = RenderRequest("a cat", seed=10, count=3, variation_seed=MAX_SEED)
     varied = dataclasses.replace(varied, variation_strength=0.3)
     assert (picture_alone(varied, 2, 10).seed, picture_alone(varied, 2, 10).variation_seed) == (
         10,

@@ -4,6 +4,7 @@ already, logged when Discord refuses."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from types import SimpleNamespace
 from typing import Any, cast
@@ -12,6 +13,7 @@ import discord
 import pytest
 
 from bot.jobs.queue import FinishedJob, RetractingSink
+from cogs.contexts import _RECEIVED_AT
 from cogs.results.posting import DiscordResults
 from inference.types import RenderRequest
 
@@ -128,3 +130,34 @@ async def test_a_result_is_deleted_through_the_webhook_while_its_token_lives(
     await results.retract(erased_job(token="tok"), 900)
     assert webhooks.deleted == [(APPLICATION, "tok", 900)]
     assert channels.deleted == channel_deletes
+
+
+async def test_a_retraction_judges_the_token_from_its_receipt_past_its_delivery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host's wall clock an hour ahead: a /forget-me erasing the job as it was delivered
+    has its post deleted through the token it was posted with, 5 s after the command came,
+    not from the channel (which the bot may not view): the receipt outlives the delivery
+    (RF1 LOW-2)."""
+    webhooks, channels = Webhooks(), Channels()
+    monkeypatch.setattr(discord.Webhook, "partial", webhooks.partial)
+    monotonic = [1000.0]
+    results = DiscordResults(
+        cast(discord.Client, channels),
+        wall_clock=lambda: NOW + 3600,
+        monotonic=lambda: monotonic[0],
+    )
+    job = erased_job(token="tok")
+    command = SimpleNamespace(extras={_RECEIVED_AT: monotonic[0]}, data={})
+    results._received(job.job_id, cast(discord.Interaction[Any], command))
+    monotonic[0] += 5.0
+
+    async def withheld(*_: object, **__: object) -> None:
+        """Its notices left out: only that the delivery ended matters here."""
+
+    monkeypatch.setattr(results, "_withhold", withheld)
+    await results.deliver(dataclasses.replace(job, withheld="its server left it out"))
+    results.given_up(job.job_id, "its server left it out")
+    await results.retract(job, 900)
+    assert webhooks.deleted == [(APPLICATION, "tok", 900)]
+    assert channels.deleted == []

@@ -128,12 +128,11 @@ def test_a_fix_faces_prompt_of_a_job_queued_before_draws_were_recorded_is_drawn_
         check_banned_since(conditioning_texts(request, [picture_infotext(2)]), ["cat"])
 
 
-def test_a_fix_faces_prompt_of_a_picture_past_the_top_seed_is_read_as_it_was_drawn(
+def test_a_fix_faces_prompt_of_a_picture_past_32_bits_is_read_as_it_was_drawn(
     tmp_path: Path,
 ) -> None:
-    """A batch that wrapped past 2**32-1 writes the web UI's seed (4294967296 and up); the
-    faces pass drew at the wrapped seed (0 and up), and the recheck reads that draw
-    (``expand_prompt`` reads a seed as ``picture_seed`` wraps it)."""
+    """A batch past 2**32-1 renders and writes seed + i (4294967296 and up); the faces pass
+    drew at that seed, and the recheck reads that draw, not the one of its low 32 bits."""
     (tmp_path / "pet.txt").write_text("".join(f"pet{n}\n" for n in range(40)), encoding="utf-8")
     options = {FIX_FACES_PROMPT: "a __pet__"}
     queued = plan_request(
@@ -142,9 +141,9 @@ def test_a_fix_faces_prompt_of_a_picture_past_the_top_seed_is_read_as_it_was_dra
         wildcards_dir=tmp_path,
     )
     request = json.loads(queued.to_json())
-    drawn_at_zero = drawn_texts(request, [picture_infotext(0)]).prompts[-1]
-    written = drawn_texts(request, [picture_infotext(2**32)]).prompts[-1]
-    assert written == drawn_at_zero != "a __pet__"
+    drawn = [drawn_texts(request, [picture_infotext(seed)]).prompts[-1] for seed in range(3)]
+    past = [drawn_texts(request, [picture_infotext(2**32 + n)]).prompts[-1] for n in range(3)]
+    assert "a __pet__" not in past and past != drawn
 
 
 def test_stored_texts_with_too_many_combinations_are_not_the_members_to_simplify() -> None:

@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.web.links import LINK_LIFETIME_S, LinkRefused, LinkSigner, load_secret
+from bot.web.links import (
+    LINK_LIFETIME_S,
+    USED_KEPT_PAST_EXPIRY_S,
+    LinkRefused,
+    LinkSigner,
+    load_secret,
+)
 
 NOW = 1_800_000_000.0
 
@@ -146,13 +152,29 @@ def test_a_stored_key_too_short_is_made_anew(tmp_path: Path, left: bytes) -> Non
     assert [path.name for path in tmp_path.iterdir()] == ["broker-secret"]
 
 
-def test_used_links_are_forgotten_once_expired(tmp_path: Path) -> None:
+def test_used_links_are_forgotten_a_day_past_their_expiry(tmp_path: Path) -> None:
     links = signer(tmp_path)
     links.use(links.check(issue(links)))
-    assert len(list((tmp_path / "used").iterdir())) == 1
+    used = tmp_path / "used"
+    links.clock = lambda: NOW + LINK_LIFETIME_S + USED_KEPT_PAST_EXPIRY_S - 1
+    links.use(links.check(issue(links)))
+    assert len(list(used.iterdir())) == 2
+    links.clock = lambda: NOW + LINK_LIFETIME_S + USED_KEPT_PAST_EXPIRY_S
+    links.use(links.check(issue(links)))
+    assert len(list(used.iterdir())) == 2  # the first is forgotten
+
+
+def test_a_spent_link_stays_spent_when_the_clock_steps_back(tmp_path: Path) -> None:
+    """A host clock stepped back an hour after the link expired and another link's use
+    pruned the used ones: the link is in its lifetime again, and still spent (AUD35 F5)."""
+    links = signer(tmp_path)
+    token = issue(links)
+    links.use(links.check(token))
     links.clock = lambda: NOW + LINK_LIFETIME_S + 1
     links.use(links.check(issue(links)))
-    assert len(list((tmp_path / "used").iterdir())) == 1  # only the new one is remembered
+    links.clock = lambda: NOW + LINK_LIFETIME_S + 1 - 3600
+    with pytest.raises(LinkRefused, match="already used"):
+        links.check(token)
 
 
 def test_a_token_sealed_for_one_purpose_is_refused_for_another(tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ from bot.jobs.broker.wire import (
     is_named_picture,
     job_id_of,
     job_subject,
+    job_wire_version,
     lost_with_workers,
     max_job_bytes,
     message_gone,
@@ -466,7 +467,11 @@ class BrokerClient:
             )
             inputs.append(PictureInput(name, object_name=object_name, sha256=picture_digest(data)))
         return JobMessage(
-            job_id, with_picture_paths(request, {}), tuple(inputs), self.job_secret(job_id)
+            job_id,
+            with_picture_paths(request, {}),
+            tuple(inputs),
+            self.job_secret(job_id),
+            wire=job_wire_version(request),
         )
 
     async def _publish(self, message: JobMessage, model: str | None) -> _HandedOver:

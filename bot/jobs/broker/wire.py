@@ -78,13 +78,16 @@ __all__ = [
     "IMAGES_BUCKET",
     "JOBS_STREAM",
     "MAX_DELIVERIES_ADVISORIES",
+    "MAX_OUTSTANDING_PINGS",
     "PICTURE_FIELDS",
+    "PING_INTERVAL_S",
     "RESULTS_STREAM",
     "RESULT_TTL_S",
     "SETTLED_STREAM",
     "TAG_HEADER",
     "TRANSIENT_RETRY_S",
     "UNREACHABLE_ERRORS",
+    "WIDE_SEEDS_VERSION",
     "WIRE_VERSION",
     "WORKERS_SUBJECT",
     "WRONG_LAST_SEQUENCE",
@@ -109,6 +112,7 @@ __all__ = [
     "is_named_picture",
     "job_id_of",
     "job_subject",
+    "job_wire_version",
     "lost_with_workers",
     "max_job_bytes",
     "message_gone",
@@ -120,6 +124,7 @@ __all__ = [
     "result_subject",
     "retry_transient",
     "settled_subject",
+    "stale_within_s",
     "stream_missing",
     "tag",
     "tag_verifies",
@@ -231,19 +236,31 @@ _MESSAGE_DELETE_FAILED = 10057
 _NO_MESSAGE_FOUND = "no message found"
 # A broker restart takes seconds; past this a publish is reported as failed.
 TRANSIENT_RETRY_S = 60.0
+# nats-py pings the server this often and, once this many pings in a row went unanswered,
+# drops the connection as stale at the next and reconnects: a broker that froze with its TCP
+# connection up (SIGSTOP, a hung host) is left within ``stale_within_s`` (60 s), not the 6 min
+# of nats-py's defaults.
+PING_INTERVAL_S = 20
+MAX_OUTSTANDING_PINGS = 2
 # PNGs up to this many bytes in all ride in the result message: fetching them from the object
 # store costs the bot a round trip per image. Base64 makes them 4/3 larger, so the budget is
 # also kept under half the server's max_payload (1 MiB by default).
 INLINE_IMAGES_MAX_BYTES = 512 * 1024
 # A job message's bytes beside its request and inline pictures (ids, signature, field names).
 JOB_ENVELOPE_BYTES = 20 * 1024
-# The version of the job messages this Easel writes (their "wire" field). Bump it whenever
-# RenderRequest or its options (``inference.option_names``) gain a field that changes the
-# picture: a worker older than the bot then refuses the job (``Outcome.OUTDATED``) rather than
-# render it without that field; one of this version refuses a field or option it does not
-# know. A message without the field is version 0 (a bot from before versions), which every
-# worker takes.
-WIRE_VERSION = 1
+# The version of the job messages this Easel writes and reads. Bump it whenever RenderRequest
+# or its options (``inference.option_names``) gain a field that changes the picture, or a
+# value's meaning or range changes (that one goes in ``job_wire_version``, for the jobs that
+# need it): a worker older than a job's version (its "wire" field) then refuses it
+# (``Outcome.OUTDATED``) rather than render another picture or fail it. One of this version
+# refuses a field or option it does not know from a bot of this version or newer (the bot's,
+# its "written" field), whatever the job's own. A message without "wire" is version 0 (a bot
+# from before versions), which every worker takes.
+WIRE_VERSION = 2
+# Version 2 renders seeds past version 1's top as given: version 1 refused them as out of
+# range, and wrapped a batch's seed + i there to 0.
+WIDE_SEEDS_VERSION = 2
+_VERSION_1_MAX_SEED = 2**32 - 1
 
 T = TypeVar("T")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -457,8 +474,10 @@ class JobMessage:
     request: RenderRequest
     inputs: tuple[PictureInput, ...] = ()
     secret: str = field(default="", repr=False)
-    # The version of Easel's messages the bot wrote it in (``WIRE_VERSION``).
+    # The oldest version of Easel whose workers render it as asked (``job_wire_version``).
     wire: int = WIRE_VERSION
+    # The version of Easel's messages the bot wrote it in (``WIRE_VERSION``).
+    written: int = WIRE_VERSION
     # The request's fields this Easel does not know, which ``request`` left out.
     unknown_fields: tuple[str, ...] = ()
 
@@ -472,6 +491,7 @@ class JobMessage:
                 "inputs": [picture.to_json() for picture in self.inputs],
                 "secret": self.secret,
                 "wire": self.wire,
+                "written": self.written,
             }
         )
 
@@ -488,6 +508,7 @@ class JobMessage:
                 tuple(PictureInput.from_json(picture) for picture in body.get("inputs", ())),
                 str(body.get("secret", "")),
                 int(body.get("wire", 0)),
+                int(body.get("written", body.get("wire", 0))),  # a bot of version 1 or before
                 _unknown_fields(json.loads(body["request"])),
             ),
         )
@@ -498,7 +519,7 @@ class JobMessage:
             return f"its messages are version {self.wire}, this worker's {WIRE_VERSION}"
         # Only a bot of this version or newer: an older bot's request lacks nothing this
         # worker needs, and a field a later Easel dropped must not refuse its jobs.
-        if self.unknown_fields and self.wire >= WIRE_VERSION:
+        if self.unknown_fields and self.written >= WIRE_VERSION:
             unknown = ", ".join(self.unknown_fields)
             return f"its request has fields this worker does not know ({unknown})"
         return None
@@ -506,6 +527,21 @@ class JobMessage:
     def named_paths(self) -> list[str]:
         """The request's pictures that name a file: a message that has any is refused."""
         return list(picture_paths(self.request))
+
+
+def job_wire_version(request: RenderRequest) -> int:
+    """The oldest version of Easel whose workers render ``request`` as asked, which its job
+    message is marked with: in a rolling upgrade, older workers go on rendering every other
+    job, and refuse (``JobMessage.too_new``) only those they would fail or render otherwise.
+    A concrete request's (its seeds drawn): a picture's seed or variation seed is at most the
+    request's + count - 1 (``inference.prompts.flags.picture_seeds``). Not seen: a seed past
+    2**32 - 1 that a face fix or fast upscale reads from its picture's text (the worker's
+    pass takes it over the request's), which a version 1 worker renders from its low 32 bits
+    (the same starting noise; SDE's noise and the prompt's draws otherwise). Accepted: the
+    bot never reads the picture's text, and it matters only while a rolling upgrade runs
+    both versions."""
+    last_seed = max(request.seed, request.variation_seed or 0) + request.count - 1
+    return WIDE_SEEDS_VERSION if last_seed > _VERSION_1_MAX_SEED else 1
 
 
 class Outcome(StrEnum):
@@ -725,6 +761,8 @@ async def connect(
                 name=client_name,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.25,
+                ping_interval=PING_INTERVAL_S,
+                max_outstanding_pings=MAX_OUTSTANDING_PINGS,
                 inbox_prefix=inbox_prefix,
                 error_cb=_error_logger(),
             )
@@ -735,6 +773,14 @@ async def connect(
                 "start one with `nats-server -js` or fix EASEL_QUEUE_URL"
             )
         ) from None
+
+
+def stale_within_s() -> float:
+    """The longest a connection made by ``connect`` whose server stopped answering stays up
+    before nats-py drops it as stale (its read loop cancelled) and reconnects: its pings'
+    interval times one more than the unanswered pings it allows (the count restarts at each
+    PONG, and the first ping after it comes within one interval)."""
+    return float(PING_INTERVAL_S * (MAX_OUTSTANDING_PINGS + 1))
 
 
 async def close_quietly(nc: NatsClient) -> None:

@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -80,6 +81,7 @@ from bot.jobs.broker.wire import (
     result_subject,
     retry_transient,
     settled_subject,
+    stale_within_s,
     tag,
     with_picture_paths,
 )
@@ -124,6 +126,10 @@ SETTLED_GRANT = f"$JS.API.STREAM.INFO.{SETTLED_STREAM}"
 RTT_REFRESH_S = 10.0
 # How long a measuring ping may take before the last measure is kept.
 RTT_PING_TIMEOUT_S = 2
+# A ping whose caller stopped waiting (``_pong_within``) still awaits its PONG this many times
+# as long as nats-py takes to drop a silent connection (``wire.stale_within_s``): the stale
+# connection's read loop is cancelled first, so a PONG that finds its wait ended is never read.
+PONG_AWAITED_PAST_STALE = 1.5
 # A stop (SIGTERM) lets the job in hand finish for this long, then tells its render to stop at
 # its next step and hands the job back to the broker (redelivered at once, to another worker).
 RENDER_AT_STOP_S = 15.0
@@ -269,8 +275,8 @@ class _Hub:
         loop = asyncio.get_running_loop()
         if loop.time() >= self._rtt_due:
             self._rtt_due = loop.time() + RTT_REFRESH_S  # set first: one ping for all loops
-            with contextlib.suppress(nats.errors.Error):
-                self._rtt_s = max(await self.nc.rtt(RTT_PING_TIMEOUT_S), self._lateness_s)
+            if (measured := await _pong_within(self.nc, RTT_PING_TIMEOUT_S)) is not None:
+                self._rtt_s = max(measured, self._lateness_s)
                 self._lateness_s = 0.0
         return self._rtt_s
 
@@ -977,6 +983,38 @@ def _attempt_prefix(result: ResultMessage) -> str:
     return f"{result.job_id}/{result.deliveries}-{secrets.token_hex(4)}-"
 
 
+# The pings whose PONG is still awaited after their caller stopped waiting (``_pong_within``).
+_PINGS_AWAITED: set[asyncio.Task[float]] = set()
+
+
+async def _pong_within(nc: NatsClient, timeout_s: float) -> float | None:
+    """The round trip of a ping to the server, or None when its PONG did not come within
+    ``timeout_s`` (or the connection is closed). Its PONG back, what was published before it
+    has reached the server, and a refusal of it come before (``nc.last_error``). nats-py's
+    own wait (``flush``, ``rtt``) cancels the PONG's future when it times out or is cancelled,
+    and a PONG that comes later finds a cancelled future: its read loop logs that as a
+    traceback (InvalidStateError). Here only the caller's wait ends so (the stop cancelling
+    the heartbeat, or a slow broker): the ping's own goes on in the background, ended by its
+    PONG, a reconnect (which forgets the PONGs awaited) or the close (which reads none). Its
+    own limit outlasts nats-py's stale detection (``PONG_AWAITED_PAST_STALE``): were it
+    shorter, a broker that froze that long, then came back, would send a PONG that stops the
+    read loop (no jobs or cancels heard, while the heartbeats still go out) until the
+    connection is found stale."""
+    ping = asyncio.ensure_future(nc.rtt(math.ceil(stale_within_s() * PONG_AWAITED_PAST_STALE)))
+    _PINGS_AWAITED.add(ping)
+    ping.add_done_callback(_ping_ended)
+    await asyncio.wait([ping], timeout=timeout_s)
+    if not ping.done() or ping.cancelled() or ping.exception() is not None:
+        return None
+    return ping.result()
+
+
+def _ping_ended(ping: asyncio.Task[float]) -> None:
+    _PINGS_AWAITED.discard(ping)
+    if not ping.cancelled():
+        ping.exception()  # read: a ping that failed after its caller left is no one's error
+
+
 async def _ack(msg: Msg) -> None:
     with contextlib.suppress(nats.errors.Error):
         # If this ack is lost, the redelivery finds the result and acks again.
@@ -1067,8 +1105,7 @@ async def serve(
             loading = [what for each in loops if (what := each.still_loading()) is not None]
             for each in loops:
                 await each.hand_back_stuck()
-            with contextlib.suppress(nats.errors.Error):
-                await nc.flush(RTT_PING_TIMEOUT_S)
+            await _pong_within(nc, RTT_PING_TIMEOUT_S)  # the hand-backs reached the broker
         if not stuck and not loading:
             await serving  # raises what ended a loop, if one failed
             loading = [what for each in loops if (what := each.left_loading()) is not None]
@@ -1116,9 +1153,7 @@ async def _tell_models(hub: _Hub, loops: list[_DeviceLoop], every_s: float) -> N
         with contextlib.suppress(nats.errors.Error):
             await hub.nc.publish(WORKERS_SUBJECT, beat.encode())
             if not told_refusal:
-                # Shielded: a flush cancelled by the stop leaves nats-py a PONG for a cancelled
-                # future, which its read loop logs as a traceback (InvalidStateError).
-                await asyncio.shield(hub.nc.flush(RTT_PING_TIMEOUT_S))
+                await _pong_within(hub.nc, RTT_PING_TIMEOUT_S)  # a refusal comes before it
         error = hub.nc.last_error
         if not told_refusal and error is not before and WORKERS_SUBJECT in str(error).lower():
             told_refusal = True

@@ -5,6 +5,7 @@ hands out (``values``), jobs admitted and journaled (``admission``), cancelled a
 (``ends``) and their outcomes delivered (``delivery``)."""
 
 from bot.jobs.accounting import QuotaExceeded
+from bot.jobs.queue.admission import job_gone
 from bot.jobs.queue.delivery import DeliveryRetries
 from bot.jobs.queue.job_queue import MAX_RENDER_ATTEMPTS, JobQueue
 from bot.jobs.queue.slots import (
@@ -34,6 +35,7 @@ from bot.jobs.queue.values import (
     StartGate,
     Submission,
 )
+from db.jobs import StoppedBy  # who stopped a job, for the cogs' words (they never import db)
 
 __all__ = [
     "MAX_RENDER_ATTEMPTS",
@@ -61,6 +63,8 @@ __all__ = [
     "RetractingSink",
     "SlotUnavailable",
     "StartGate",
+    "StoppedBy",
     "Submission",
     "WarmingSlot",
+    "job_gone",
 ]

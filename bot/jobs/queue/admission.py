@@ -34,6 +34,14 @@ from inference.types import RenderRequest
 ROOM_READ_EVERY_S = 5.0
 
 
+def job_gone(job_id: str) -> UserError:
+    """One refusal for a job that is gone, another server's, or another member's private
+    one: none of them tells the clicker which it is."""
+    return UserError(
+        f"Job `{job_id}` is no longer in the history; make a new picture with /imagine."
+    )
+
+
 @dataclass(frozen=True)
 class Admitted:
     """A job journaled with its quota reserved."""
@@ -78,53 +86,73 @@ class Admission:
         """Reserve quota and journal the job; returns it once it cannot be lost. Raises
         ``QuotaExceeded`` (nothing written) when the member's limits say no. Runs after the
         interaction is deferred, and so does its read of whether the member ever started a
-        job (``refusal`` answers before it, from memory)."""
+        job (``refusal`` answers before it, from memory).
+
+        Raises ``job_gone`` (nothing written) when the job it is made from
+        (``parent_job_id``) was erased by its maker's /forget-me or pruned since it was
+        read: its inputs are gone with it."""
         job_id = uuid.uuid4().hex[:16]
         created_at = self._now()
+        parent = submission.parent_job_id
+        refused: UserError | QuotaExceeded | None = None
+        started = False
         async with transaction(self._conn):
-            refusal = await accounting.admit(
-                self._conn,
-                job_id,
-                submission.member,
-                submission.request,
-                created_at,
-                self._dm_limits,
-                max_queued=self._max_queued,
-                render_size=submission.render_size,
-            )
-            if refusal is None:
-                await journal.insert_job(
+            # Read first, under the write lock (jobs are deleted only in transactions): no
+            # erasure comes between it and the journal row. Raised after it, not in it: a
+            # rollback would undo another coroutine's lone write that joined it.
+            if parent is not None and not await journal.job_exists(self._conn, parent):
+                refused = job_gone(parent)
+            elif (
+                quota := await accounting.admit(
                     self._conn,
-                    journal.NewJob(
-                        id=job_id,
-                        kind=submission.kind,
-                        user_id=submission.user_id,
-                        guild_id=submission.guild_id,
-                        channel_id=submission.channel_id,
-                        request_json=stored_request(self._data_dir, submission.request).to_json(),
-                        created_at=created_at,
-                        parent_job_id=submission.parent_job_id,
-                        application_id=submission.application_id,
-                        interaction_token=submission.interaction_token,
-                        interaction_created_at=submission.interaction_created_at,
-                        filesize_limit=submission.filesize_limit,
-                        spoiler=submission.spoiler,
-                        priority=int(submission.priority),
-                        private=submission.private,
-                        age_restricted=submission.age_restricted,
-                        thread_parent_id=submission.thread_parent_id,
-                    ),
+                    job_id,
+                    submission.member,
+                    submission.request,
+                    created_at,
+                    self._dm_limits,
+                    max_queued=self._max_queued,
+                    render_size=submission.render_size,
                 )
-                if not submission.private:
-                    # Its maker's /settings saved private results after its submit read them:
-                    # private as the save made their other jobs (the transactions take turns).
-                    await journal.make_private_if_kept(self._conn, job_id)
-                started = await journal.members_who_started(self._conn, [submission.user_id])
-        if refusal is not None:
-            raise QuotaExceeded.of(refusal)  # counted where the member is told
+            ) is not None:
+                refused = QuotaExceeded.of(quota)  # counted where the member is told
+            else:
+                started = await self._journal(job_id, created_at, submission)
+        if refused is not None:
+            raise refused
         member = (submission.user_id, submission.guild_id)
         self._unfinished.add(job_id, member, submission.request.count)
-        return Admitted(job_id, created_at, started_before=bool(started))
+        return Admitted(job_id, created_at, started_before=started)
+
+    async def _journal(self, job_id: str, created_at: float, submission: Submission) -> bool:
+        """In ``admit``'s transaction: ``submission`` journaled as ``job_id``; whether its
+        member has a job the journal holds as started."""
+        await journal.insert_job(
+            self._conn,
+            journal.NewJob(
+                id=job_id,
+                kind=submission.kind,
+                user_id=submission.user_id,
+                guild_id=submission.guild_id,
+                channel_id=submission.channel_id,
+                request_json=stored_request(self._data_dir, submission.request).to_json(),
+                created_at=created_at,
+                parent_job_id=submission.parent_job_id,
+                application_id=submission.application_id,
+                interaction_token=submission.interaction_token,
+                interaction_created_at=submission.interaction_created_at,
+                filesize_limit=submission.filesize_limit,
+                spoiler=submission.spoiler,
+                priority=int(submission.priority),
+                private=submission.private,
+                age_restricted=submission.age_restricted,
+                thread_parent_id=submission.thread_parent_id,
+            ),
+        )
+        if not submission.private:
+            # Its maker's /settings saved private results after its submit read them:
+            # private as the save made their other jobs (the transactions take turns).
+            await journal.make_private_if_kept(self._conn, job_id)
+        return bool(await journal.members_who_started(self._conn, [submission.user_id]))
 
     async def refusal(self, submission: Submission, jobs: int) -> QuotaExceeded | None:
         """Why the member's limits, the queue bound or the relax caps would refuse this

@@ -61,6 +61,9 @@ class RunningBatch:
     # (``charge_at_stop``).
     render_started: float = 0.0
     weights: dict[str, float] = field(default_factory=dict)
+    # A step of its render was reported (``JobQueue._progress_for``): device work began, so a
+    # refusal after it (a /compare's later cell) is no longer free (``_failure_seconds``).
+    steps_seen: bool = False
 
     def cancel(self, job_id: str, *, owner_pays: bool, why: str = "cancelled") -> bool:
         """Whether the job's owner will pay the GPU time it used: it renders, and they chose
@@ -166,7 +169,7 @@ class Cancels:
         waiting_to_start: Mapping[str, asyncio.Future[None]],
         schedule_again: Callable[[journal.JobRecord, bool], None],
         now: Callable[[], float],
-        stopped_in_batch: Callable[[str, bool, bool], Awaitable[None]],
+        stopped_in_batch: Callable[[str, bool, bool], Awaitable[bool]],
     ) -> None:
         self._conn = conn
         self._ends = ends
@@ -184,12 +187,13 @@ class Cancels:
         self._now = now
         # Told of a job stopped while its batch renders on for others' jobs, whether its owner
         # pays, and whether the stop was imposed (``JobQueue._stopped_in_batch``): it ends at
-        # once, and its member sees it.
+        # once, and its member sees it; whether its owner was charged at that end.
         self._stopped_in_batch = stopped_in_batch
         # Queued jobs whose cancel is being written (``cancel``), and jobs stopped in a batch
         # that renders on whose end is (``_stop_running``): out of the scheduler meanwhile, so
-        # a second click is told so, not that the job ended.
-        self._cancelling: set[str] = set()
+        # a second click is told so, not that the job ended; each with who stops it (/queue
+        # says it, the journal recording it only with that end).
+        self._cancelling: dict[str, journal.StoppedBy] = {}
         # Those of them a stop was imposed on meanwhile (a ban's): their cancel, refused, ends
         # them all the same rather than queues them again.
         self._imposed_meanwhile: set[str] = set()
@@ -285,7 +289,7 @@ class Cancels:
                         clicked_first=clicked_first,
                     )
                 stopping = await self._stop_running(
-                    job_id, owner_pays=owner_pays, why=why, imposed=imposed
+                    job_id, stopped_by=stopped_by, why=why, imposed=imposed
                 )
                 if stopping is not None:
                     return stopping
@@ -313,7 +317,7 @@ class Cancels:
                 return CancelOutcome.FINISHED
             # Handed to its device while this waited for the lock (the dispatcher registers a
             # batch as running before its first await): stopped as a running job.
-        self._cancelling.add(job_id)
+        self._cancelling[job_id] = stopped_by
         try:
             if imposed and asked_of is None:
                 # Recorded as asked like a running job's stop, so that a start ends it should
@@ -358,7 +362,7 @@ class Cancels:
                     )
                     return CancelOutcome.CANCELLED
         finally:
-            self._cancelling.discard(job_id)
+            self._cancelling.pop(job_id, None)
             self._imposed_meanwhile.discard(job_id)
         if not recorded:
             raise _not_cancelled(job_id)
@@ -371,6 +375,22 @@ class Cancels:
         if imposed:
             return await self._impose_meanwhile(job_id)
         raise UserError(f"Job `{job_id}` is being cancelled already.", Reason.BUSY)
+
+    def stopper(self, job_id: str) -> journal.StoppedBy | None:
+        """Who stops ``job_id`` whose end is being written here (``_cancelling``); None:
+        none is."""
+        return self._cancelling.get(job_id)
+
+    def stopping(self, job_id: str) -> bool:
+        """Whether ``job_id`` is cancelled here, its end not written yet: that end being
+        written (``_cancelling``: minutes on a busy database), kept for the sweep, or its
+        batch stopping it (at its next step)."""
+        running = self._running.get(job_id)
+        return (
+            job_id in self._cancelling
+            or self._ends.cancel_unrecorded(job_id)
+            or (running is not None and job_id in running.cancelled)
+        )
 
     def imposed_meanwhile(self, job_id: str) -> bool:
         """Whether a stop was imposed on the owner of ``job_id`` while another cancel of it
@@ -480,7 +500,7 @@ class Cancels:
             )
 
     async def _stop_running(
-        self, job_id: str, *, owner_pays: bool, why: str, imposed: bool
+        self, job_id: str, *, stopped_by: journal.StoppedBy, why: str, imposed: bool
     ) -> CancelOutcome | None:
         """Stop ``job_id`` if its batch is running (None: it is not); one whose batch renders
         on for others' jobs ends before this returns (``JobQueue._stopped_in_batch``: its end
@@ -488,15 +508,17 @@ class Cancels:
         is written (out of the running batches, not finished: a second cancel is told so)."""
         if (running := self._running.get(job_id)) is None:
             return None
+        owner_pays = stopped_by is journal.StoppedBy.MEMBER
         owner_charged = running.cancel(job_id, owner_pays=owner_pays, why=why)
         if running.renders_on():
-            self._cancelling.add(job_id)
+            self._cancelling[job_id] = stopped_by
             try:
-                await self._stopped_in_batch(job_id, owner_charged, imposed)
+                # Answered as charged at its end: a ban meanwhile makes it free.
+                charged = await self._stopped_in_batch(job_id, owner_charged, imposed)
             finally:
-                self._cancelling.discard(job_id)
+                self._cancelling.pop(job_id, None)
                 self._imposed_meanwhile.discard(job_id)
-            return CancelOutcome.STOPPED_IN_BATCH if owner_charged else CancelOutcome.STOPPING_FREE
+            return CancelOutcome.STOPPED_IN_BATCH if charged else CancelOutcome.STOPPING_FREE
         if owner_charged:
             return CancelOutcome.STOPPING
         if (wait := self._waiting_to_start.get(job_id)) is not None and wait.cancel():

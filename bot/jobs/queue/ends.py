@@ -25,7 +25,6 @@ from bot.images import (
     posted_as_grid,
     posted_file,
     posted_grid_png,
-    written_seeds,
 )
 from bot.jobs import accounting
 from bot.jobs.queue.delivery import Delivery
@@ -37,6 +36,8 @@ from bot.logging_setup import job_event
 from db import broker_chores
 from db import jobs as journal
 from db.database import is_out_of_room, transaction
+from inference.limits import MAX_SEED
+from inference.prompts.flags import picture_seed
 from inference.types import RenderedImage, RenderRequest
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,21 @@ def composed_grid(request: RenderRequest, rendered: Sequence[RenderedImage]) -> 
         pictures = [image.picture for image in rendered if image.picture is not None]
         if len(pictures) < len(rendered):
             pictures = decoded([image.png for image in rendered])
-        seeds = written_seeds(rendered)
+        seeds = [journaled_seed(request, i, image) for i, image in enumerate(rendered)]
         return posted_grid_png(request, pictures, rendered[0].infotext, seeds)
     except Exception:
         log.exception("the grid of %d pictures could not be composed early", len(pictures))
         return None
+
+
+def journaled_seed(request: RenderRequest, index: int, rendered: RenderedImage) -> int:
+    """The seed picture ``index`` of ``request`` is recorded with: its own, or, where the
+    journal's integers cannot keep it (past ``MAX_SEED``, or negative: a version 1 worker's
+    face pass or fast upscale reading a picture's text's seed), the request's for it, so that
+    storing it never fails (its text still says what it was made with)."""
+    if 0 <= rendered.seed <= MAX_SEED:
+        return rendered.seed
+    return picture_seed(request.seed, index)
 
 
 def posted_digests(
@@ -403,6 +414,10 @@ class JobEnds:
             return False
         return True
 
+    def cancel_unrecorded(self, job_id: str) -> bool:
+        """Whether a cancel of ``job_id`` is kept for the sweep (``record_cancel``)."""
+        return isinstance(self._ends_unrecorded.get(job_id), _KeptCancel)
+
     def kept_cancel(self, job_id: str, *, owner_pays: bool) -> CancelOutcome | None:
         """How a cancel asked again of ``job_id`` is answered while its end is kept
         (``record_cancel``): it stopped, free unless its owner chose the stop and it used
@@ -594,7 +609,7 @@ class JobEnds:
                 journal.ImageRecord(
                     job_id,
                     idx,
-                    image.seed,
+                    journaled_seed(request, idx, image),
                     stored_name(self._images_dir.parent, path),
                     image.infotext,
                     image.width,

@@ -137,6 +137,19 @@ def _device_seconds(results: Sequence[list[RenderedImage]], waited_s: float) -> 
     return waited_s
 
 
+def _failure_seconds(error: Exception, running: RunningBatch, waited_s: float) -> float | None:
+    """The device seconds a render that failed with ``error`` after ``waited_s`` used, which
+    its member's fair share pays (``FairScheduler.finish``; the quota is refunded whole):
+    none when it was refused (``RenderInputError``, a worker's too) before any step was
+    reported (``RunningBatch.steps_seen``): a refusal after steps (a /compare's later cell, a
+    wildcard's LoRA set) follows work. Else, rendered here, ``waited_s``. None (its estimate
+    stands): a worker's failure, which reports no device time (the bot's wait counts the
+    broker's too)."""
+    if isinstance(error, RenderInputError) and not running.steps_seen:
+        return 0.0
+    return waited_s if running.in_process else None
+
+
 async def _restored_estimate(request: RenderRequest, reserved_s: float | None) -> float:
     """A job read back from the journal: its estimate is the GPU seconds its submit reserved,
     reckoned with its model's native side (1024 for SDXL) and its input picture's size, which
@@ -617,12 +630,23 @@ class JobQueue:
             return JobState(status=job.status, position=None, eta_s=None, awaiting_check=True)
         if kept := self._ends.ended_unrecorded(job_id):  # running in the journal, ended here
             return JobState(status=job.status, position=None, eta_s=None, end_unrecorded=kept)
+        if self._cancels.stopping(job_id):
+            # The first stop recorded stands (a withdrawal recorded before a ban's stop).
+            stopped_by = job.stopped_by or self._cancels.stopper(job_id)
+            return JobState(
+                status=job.status, position=None, eta_s=None, stopping=True, stopped_by=stopped_by
+            )
         return self._placed(job_id, job.status, self._now())
 
     async def queued_progress_posts(self) -> list[tuple[str, int, int]]:
         """The queued jobs' public progress messages as the journal recorded them (job,
         channel, message): after a restart, only it knows them."""
         return await journal.queued_progress_posts(self._conn)
+
+    async def queued_private_tokens(self) -> list[tuple[str, int, str, float]]:
+        """The queued private jobs' kept interaction tokens (job, application, token, when
+        made): after a restart, their ephemeral places are edited through these alone."""
+        return await journal.queued_private_tokens(self._conn)
 
     def queued_places(self, job_ids: Iterable[str]) -> dict[str, JobState]:
         """The state of each of ``job_ids`` still queued, from one fair order (the walk after
@@ -1044,6 +1068,7 @@ class JobQueue:
         running: RunningBatch,
         jobs: Sequence[journal.JobRecord],
         error: Exception,
+        failed_s: float | None,
     ) -> None:
         """``slot``'s device is gone (its render raised, then its probe: ``_probe``): not the
         jobs' failure. They are queued again as suspects, as a start queues the jobs a dead
@@ -1052,7 +1077,8 @@ class JobQueue:
         ``MAX_RENDER_ATTEMPTS`` (failed as any other, refunded); jobs lost together spend
         none, since which of them killed it is not known, and render alone from then on, in
         the journal too (``queue_again``'s ``renders_alone``): a batch-mate of a poison job
-        loses no attempt to it. The slot takes no more work (``_dispatch``)."""
+        loses no attempt to it. One failed pays its member's fair share ``failed_s`` (its
+        render's time, ``_failure_seconds``). The slot takes no more work (``_dispatch``)."""
         together = len(jobs) > 1
         spent = [
             job.id
@@ -1065,6 +1091,8 @@ class JobQueue:
         self._lose(slot.device, error, back)
         if spent:
             running.left_out.update(spent)
+            if failed_s is not None:  # alone (spent only so): the render's time was its own
+                self._measured.update(dict.fromkeys(spent, failed_s))
             async with self._wakeup:
                 self._release(spent)
                 self._wakeup.notify_all()
@@ -1195,12 +1223,15 @@ class JobQueue:
             rendered = [partly.rendered.get(index, []) for index in range(len(ids))]
             self._rendered(slot, running, jobs, requests, rendered, started, failed)
         except Exception as error:
+            failed_s = _failure_seconds(error, running, time.perf_counter() - started)
             # The same errors come from a launch too big for its batch, which leaves the
             # device sound: only a failed probe says it is lost.
             if running.in_process and device_lost(error) and await self._probe(slot) is not None:
-                await self._device_lost(slot, running, jobs, error)
+                await self._device_lost(slot, running, jobs, error, failed_s)
                 return
             if len(ids) == 1:
+                if failed_s is not None:  # its member's fair share pays it (``_release``)
+                    self._measured[ids[0]] = failed_s
                 await self._fail(ids[0], error, slot.device)
                 return
             # One job's bad input must not fail the jobs batched with it (nor show them its
@@ -1357,21 +1388,21 @@ class JobQueue:
 
     def _progress_for(
         self, job_ids: Sequence[str], running: RunningBatch
-    ) -> Callable[[StepProgress], None] | None:
+    ) -> Callable[[StepProgress], None]:
         """The render's reports, each to the job it names (``StepProgress.request_index``):
         members batched together (other servers, private jobs) never see each other's
         pictures. A batch's report that names no job is every job's step count, without its
-        preview. None for a job of ``running`` cancelled: its member saw it end (its batch
-        may render on for the others)."""
+        preview. None reaches a job of ``running`` cancelled: its member saw it end (its
+        batch may render on for the others). Each, listened to or not, notes that device
+        work began (``RunningBatch.steps_seen``)."""
         listener = self._progress
-        if listener is None:
-            return None
 
         def tell(job_id: str, step: StepProgress) -> None:
-            if job_id not in running.cancelled:
+            if listener is not None and job_id not in running.cancelled:
                 listener(job_id, step)
 
         def report(step: StepProgress) -> None:
+            running.steps_seen = True
             if len(job_ids) == 1:
                 tell(job_ids[0], step)
             elif step.request_index is not None:
@@ -1382,7 +1413,7 @@ class JobQueue:
 
         return report
 
-    async def _stopped_in_batch(self, job_id: str, charged: bool, imposed: bool) -> None:
+    async def _stopped_in_batch(self, job_id: str, charged: bool, imposed: bool) -> bool:
         """Job ``job_id`` was stopped while its batch renders on for others' jobs (one
         rendered here: a broker's slot renders one job at a time): its listener shows it
         ended at once, and it ends at once: left out of its batch before any await (the
@@ -1390,7 +1421,8 @@ class JobQueue:
         written, charged ``RunningBatch.charge_at_stop`` (free should a stop be imposed
         meanwhile), and its notice delivered (a refused
         end kept for the sweep, as any cancel's). A stop ``imposed`` on its owner tries its
-        end once (``Cancels.cancel``: a ban's must not wait minutes for a busy database)."""
+        end once (``Cancels.cancel``: a ban's must not wait minutes for a busy database).
+        Whether its owner was charged, as its end was written (or kept)."""
         if self._stopped_listener is not None:
             self._stopped_listener(job_id, charged)
         running = self._running[job_id]  # ``Cancels._stop_running`` calls this before any await
@@ -1401,14 +1433,18 @@ class JobQueue:
         async with self._wakeup:
             self._wakeup.notify_all()
 
+        charged_s: float | None = None
+
         def charge() -> float | None:
             # Read as its end commits: a stop imposed while it is written (a ban's) makes it
-            # free, as a refund wins (``RunningBatch.cancel``).
-            if self._cancels.imposed_meanwhile(job_id):
-                return None
-            return running.charge_at_stop(job_id)
+            # free, as a refund wins (``RunningBatch.cancel``). The last read is what was paid.
+            nonlocal charged_s
+            imposed_since = self._cancels.imposed_meanwhile(job_id)
+            charged_s = None if imposed_since else running.charge_at_stop(job_id)
+            return charged_s
 
         await self._ends.end_cancelled(job_id, running.why[job_id], charge, retried=not imposed)
+        return charged_s is not None
 
     async def _fail(self, job_id: str, error: Exception, device: str) -> None:
         """End a job whose render failed with ``error``: its member told."""

@@ -240,6 +240,12 @@ class JobState:
     # Rendered or failed, its end kept until the journal takes it (``JobEnds.retry_kept``):
     # no longer rendering, nor to be cancelled. None: no end kept.
     end_unrecorded: KeptEnd | None = None
+    # Cancelled, its end not written yet (``Cancels.stopping``): neither queued nor rendering
+    # for its member, whatever the journal says until the end is written.
+    stopping: bool = False
+    # Who stopped it, where known (``JobQueue.state``): the first stop recorded, or the one
+    # whose end is being written; None: not known here (or not stopping).
+    stopped_by: journal.StoppedBy | None = None
 
     def place(self) -> str:
         """A queued job's place as its member reads it: "position 3", or "position over 100"
