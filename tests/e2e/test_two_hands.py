@@ -133,8 +133,14 @@ async def audit_rows_of(fake: FakeDiscord, job_id: str) -> list[str]:
 
 
 async def withdrawn_and_audited(fake: FakeDiscord, bot: EaselBot, job_id: str) -> list[str]:
-    """The audit's rows of ``job_id`` once it is withdrawn."""
+    """The audit's rows of ``job_id`` once it is withdrawn and audited (the audit's row is
+    written after the withdrawal's, not with it)."""
     assert await until(lambda: withdrawn(bot, job_id))
+
+    async def audited() -> bool:
+        return bool(await audit_rows_of(fake, job_id))
+
+    await until(audited)
     return await audit_rows_of(fake, job_id)
 
 
