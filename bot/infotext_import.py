@@ -38,6 +38,7 @@ from inference.face_options import (
     FIX_PADDING,
     FIX_SEED_KEY,
     HAAR_DETECTOR,
+    NO_VAE,
 )
 from inference.file_hashes import file_sha256, recalled_file_sha256
 from inference.infotext import (
@@ -119,8 +120,6 @@ _FACE_SEPARATE_FIELDS = (
     *(f"ADetailer use separate {what}" for what in set(_SEPARATE_SWITCHES.values())),
     FIX_SEED_KEY,
 )
-# ADetailer's (the web UI's) VAE for the model's own.
-_NO_VAE = "None"
 # ADetailer's first unit's keys Easel reads; its 2nd, 3rd... units add " 2nd", " 3rd"...
 _MODEL = "ADetailer model"
 _FACE_UNIT_FIELDS = (_MODEL, *FACE_FIELDS, *FACE_MASK_FIELDS, *_FACE_SEPARATE_FIELDS)
@@ -848,7 +847,7 @@ class _Reader:
         if checkpoint is not None and not self._is_model(str(checkpoint)):
             differing.append(f"checkpoint{unit} {echoed(checkpoint)}")
         vae, used_vae = separate("VAE"), request.options.get("vae")  # a file's stem, or None
-        if vae is not None and (None if vae == _NO_VAE else Path(str(vae)).stem) != used_vae:
+        if vae is not None and (None if vae == NO_VAE else Path(str(vae)).stem) != used_vae:
             shown = used_vae or "the model's own"
             differing.append(f"VAE{unit} {echoed(vae)} ({shown} here)")
         sampler, scheduler = separate("sampler"), separate("scheduler")

@@ -61,7 +61,7 @@ from cogs.results.buttons import (
 )
 from cogs.results.copies import in_direct_messages
 from cogs.results.fitted import SHOWN_AS_PREVIEW, fitted_file
-from cogs.results.progress import INTERACTION_TOKEN_LIFETIME_S
+from cogs.results.progress import INTERACTION_TOKEN_LIFETIME_S, interaction_webhook
 from cogs.visibility import (
     DISCORD_FAILED,
     check_enabled_here,
@@ -481,7 +481,7 @@ async def _tell_finished(client: discord.Client, erasure: Erasure, forgotten: Fo
     )
     reply = erasure.reply
     if reply is not None and time.time() - erasure.asked_at < INTERACTION_TOKEN_LIFETIME_S:
-        webhook = discord.Webhook.partial(reply.application_id, reply.token, client=client)
+        webhook = interaction_webhook(client, reply.application_id, reply.token)
         try:
             # The deferred answer ("thinking…"), private as it was deferred.
             await webhook.edit_message(ORIGINAL_RESPONSE, content=text)

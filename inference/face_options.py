@@ -31,6 +31,8 @@ FIX_PADDING = 32
 # Easel's infotext key for the seed a fix pass over a stored picture drew (🔄), where it is
 # not the picture's: ADetailer renders at the picture's seed and has no key for another.
 FIX_SEED_KEY = "ADetailer seed"
+# ADetailer's (the web UI's) VAE for the model's own, no VAE file's.
+NO_VAE = "None"
 # A face pass below this strength would change nothing visible.
 MIN_FIX_STRENGTH = 0.05
 

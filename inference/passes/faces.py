@@ -15,6 +15,7 @@ from inference.face_options import (
     FIX_MASK_BLUR,
     FIX_PADDING,
     FIX_SEED_KEY,
+    NO_VAE,
     FaceOptions,
 )
 from inference.face_restorers import resolve_face_restorer
@@ -40,6 +41,7 @@ from inference.infotext import (
     without_easel_keys,
 )
 from inference.limits import DEFAULT_CLIP_SKIP, written_seed
+from inference.metadata import takes_distilled_guidance
 from inference.model_cache import LoadedModel, native_size
 from inference.passes.denoise import BlankRows, PassTools, pipeline_task, task_arguments
 from inference.passes.jobs import (
@@ -65,8 +67,6 @@ from inference.types import (
 
 # The fix pass's inpainting, as ADetailer sets it up: only the masked area, at full size.
 FIX_INPAINT = InpaintOptions(mask_blur=FIX_MASK_BLUR, only_masked=True, padding=FIX_PADDING)
-# ADetailer's VAE (the web UI's) for the model's own, no VAE file's.
-NO_VAE = "None"
 
 
 def check_faces(request: RenderRequest, registry: ModelRegistry) -> None:
@@ -253,7 +253,7 @@ def separate_settings(
         used["scheduler"] = sampler.get(SCHEDULE_TYPE, AUTOMATIC_SCHEDULE)
     if params.get(STEPS) != request.steps:
         used["steps"] = request.steps
-    distilled = model.flow is not None and model.flow.guidance != "cfg"
+    distilled = model.flow is not None and takes_distilled_guidance(model.flow.label)
     if guidance_of(params, distilled_model=distilled) != request.cfg_scale:
         used["CFG scale"] = float(request.cfg_scale)
     if params.get("VAE") != vae:
